@@ -1,0 +1,1 @@
+"""Command-line interface: `deepsloth <command>`; one module per command group."""
