@@ -1,0 +1,1 @@
+"""Early exit: per-exit cost, exit policies, threshold calibration, early-exit runtime."""

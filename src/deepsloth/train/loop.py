@@ -1,0 +1,177 @@
+"""The training loop: CNN, IC-only SDN and joint SDN training (SPEC 3).
+
+Data stays as uint8 tensors; batches are augmented with tensor ops; the model runs
+channels-last on CPU; the loss and accuracy shown in the progress bar are accumulated on the
+device and read back only when the bar is refreshed. After every epoch a checkpoint is
+written, so `resume=True` continues a killed run from the last finished epoch.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset, TensorLoader
+from ..errors import DeepslothError
+from ..exits.cost import measure_exit_costs
+from ..exits.forward import as_exit_list, collect_exit_outputs
+from ..models.io import save_model_dir
+from ..progress import progress
+from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from .recipes import MODES, Recipe
+
+
+def _sdn_parts(model: nn.Module):
+    return [model.stem, model.blocks, model.head]
+
+
+def trainable_parameters(model: nn.Module, mode: str) -> List[nn.Parameter]:
+    """IC-only training freezes the backbone and trains only `model.ics`."""
+    if mode == "ic-only":
+        for part in _sdn_parts(model):
+            part.requires_grad_(False)
+        return [p for p in model.ics.parameters()]
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def set_train_mode(model: nn.Module, mode: str) -> None:
+    model.train()
+    if mode == "ic-only":  # frozen backbone: its BatchNorm statistics must not move either
+        for part in _sdn_parts(model):
+            part.eval()
+
+
+def exit_weights(costs: List[float], epoch: int, epochs: int) -> List[float]:
+    """tau_i(e) = min(c_i, 0.01 + e * c_i / E) for the ICs, 1 for the final exit (SPEC 3)."""
+    taus = [min(c, 0.01 + epoch * c / epochs) for c in costs[:-1]]
+    return taus + [1.0]
+
+
+def make_loss(mode: str, recipe: Recipe, costs: Optional[List[float]]) -> Callable:
+    ls = recipe.label_smoothing
+
+    def loss_fn(outs: List[torch.Tensor], y: torch.Tensor, epoch: int) -> torch.Tensor:
+        if mode == "cnn":
+            return F.cross_entropy(outs[-1], y, label_smoothing=ls)
+        if mode == "ic-only":
+            return sum(F.cross_entropy(o, y, label_smoothing=ls) for o in outs[:-1])
+        w = exit_weights(costs, epoch, recipe.epochs)
+        return sum(wi * F.cross_entropy(o, y, label_smoothing=ls) for wi, o in zip(w, outs))
+    return loss_fn
+
+
+def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise DeepslothError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, test_set: Optional[Dataset],
+                out_dir: Path, meta: Dict[str, Any], seed: int = 0, device: torch.device = torch.device("cpu"),
+                resume: bool = False, channels_last: Optional[bool] = None,
+                log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train `model` and write a model directory to `out_dir`; returns the saved metadata.
+
+    `meta` holds what describes the model (arch, dataset, ...); this adds the recipe, seed,
+    per-exit test accuracy, measured per-exit cost and the training time.
+    """
+    if mode not in MODES:
+        raise DeepslothError(f"unknown training mode {mode!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    input_shape = tuple(train_set.images.shape[1:])
+    costs = None
+    if mode == "sdn":
+        costs = measure_exit_costs(model, input_shape).normalised
+
+    params = trainable_parameters(model, mode)
+    opt = build_optimizer(params, recipe)
+    loss_fn = make_loss(mode, recipe, costs)
+    loader = TensorLoader(train_set, batch_size=recipe.batch_size, shuffle=True, augment=True,
+                          drop_last=True, seed=seed, device=device, channels_last=channels_last)
+    steps = len(loader)
+    if steps == 0:
+        raise DeepslothError(f"training set of {len(train_set)} images is smaller than one batch "
+                             f"of {recipe.batch_size}")
+
+    start_epoch, history, elapsed = 0, [], 0.0
+    if resume:
+        info = load_checkpoint(out_dir, model, opt)
+        if info is not None:
+            if info.get("recipe") != recipe.to_dict() or info.get("mode") != mode:
+                raise DeepslothError(f"{out_dir} holds a checkpoint of a different run "
+                                     f"(recipe or mode differ); use another --out or drop --resume")
+            start_epoch, history, elapsed = info["epoch"], info["history"], info.get("elapsed_s", 0.0)
+            log(f"resuming from epoch {start_epoch}/{recipe.epochs}")
+    elif (out_dir / "checkpoint.json").exists():
+        raise DeepslothError(f"{out_dir} already holds an unfinished run; pass --resume to continue it "
+                             f"or choose another --out")
+
+    torch.manual_seed(seed)
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.perf_counter()
+        loader.set_epoch(epoch)
+        set_train_mode(model, mode)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        bar = progress(total=steps, desc=f"{mode} epoch {epoch + 1}/{recipe.epochs}", unit="batch")
+        for step, (x, y) in enumerate(loader):
+            lr = recipe.lr_at(epoch, step, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            outs = as_exit_list(model(x))
+            loss = loss_fn(outs, y, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                loss_sum += loss.detach()
+                shown = outs[-1] if mode != "ic-only" else outs[-2]
+                correct += (shown.argmax(1) == y).sum()
+            seen += len(y)
+            bar.update(1)
+            if step % 25 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{loss_sum.item() / (step + 1):.3f}",
+                                acc=f"{correct.item() / seen:.3f}", lr=f"{lr:.4f}")
+        bar.close()
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        record = {"epoch": epoch + 1, "loss": loss_sum.item() / steps, "train_acc": correct.item() / seen,
+                  "seconds": round(dt, 1)}
+        history.append(record)
+        log(f"epoch {epoch + 1}/{recipe.epochs}: loss {record['loss']:.4f} "
+            f"train acc ({'last IC' if mode == 'ic-only' else 'final'}) {record['train_acc']:.4f} [{dt:.0f}s]")
+        save_checkpoint(out_dir, model, opt, {"epoch": epoch + 1, "mode": mode, "recipe": recipe.to_dict(),
+                                              "history": history, "elapsed_s": elapsed, "seed": seed})
+
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    full = dict(meta)
+    full.update({"mode": mode, "recipe": recipe.to_dict(), "seed": seed, "history": history,
+                 "train_seconds": round(elapsed, 1), "train_images": len(train_set),
+                 "data_source": train_set.source})
+    if mode != "cnn":
+        full["cost"] = measure_exit_costs(model, input_shape).to_dict()
+    if test_set is not None:
+        outputs = collect_exit_outputs(model, test_set.images, device=device, desc="test")
+        acc = outputs.accuracy(test_set.labels)
+        full["accuracy"] = {"split": "test", "n": len(test_set), "per_exit": [round(a, 4) for a in acc],
+                            "final": round(acc[-1], 4)}
+        log("test accuracy per exit: " + " ".join(f"{a * 100:.1f}" for a in acc))
+    save_model_dir(out_dir, model, full)
+    remove_checkpoint(out_dir)
+    return full
