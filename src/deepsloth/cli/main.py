@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import DeepslothError
 
 # Order here is the order in `deepsloth --help`.
-COMMANDS = ["data", "describe", "train"]
+COMMANDS = ["data", "describe", "train", "zoo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset, TensorLoader
+from ..data.loader import epoch_seed
 from ..errors import DeepslothError
 from ..exits.cost import measure_exit_costs
 from ..exits.forward import as_exit_list, collect_exit_outputs
@@ -119,9 +120,9 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
         raise DeepslothError(f"{out_dir} already holds an unfinished run; pass --resume to continue it "
                              f"or choose another --out")
 
-    torch.manual_seed(seed)
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.perf_counter()
+        torch.manual_seed(epoch_seed(seed, epoch, 7))  # dropout etc.: a resumed epoch replays exactly
         loader.set_epoch(epoch)
         set_train_mode(model, mode)
         loss_sum = torch.zeros((), device=device)

@@ -1,0 +1,116 @@
+"""`deepsloth data import | download | info`: manage the dataset cache."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from ..errors import DeepslothError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="import, download and inspect datasets",
+                       description="Manage the dataset cache (--data-root, else $DEEPSLOTH_DATA, "
+                                   "else ~/.cache/deepsloth).")
+    p.set_defaults(func=lambda args: _help(p))
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    def root_arg(sp):
+        sp.add_argument("--data-root", default=None, metavar="DIR",
+                        help="dataset cache folder (default: $DEEPSLOTH_DATA or ~/.cache/deepsloth)")
+
+    imp = dsub.add_parser(
+        "import", help="import a dataset from local archives or folders",
+        description="cifar10: cifar-10-python.tar.gz, or image-folder zips/folders laid out "
+                    "<split>/<class>/<image> (give the train and test ones together). "
+                    "tinyimagenet: tiny-imagenet-200.zip or its extracted folder.")
+    imp.add_argument("name", metavar="DATASET", help="cifar10 or tinyimagenet")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="archive(s) or folder(s)")
+    imp.add_argument("--json", action="store_true", help="print the result as JSON")
+    root_arg(imp)
+    imp.set_defaults(func=_import)
+
+    dl = dsub.add_parser("download", help="download the canonical archive, verify and import it")
+    dl.add_argument("name", metavar="DATASET", help="cifar10 or tinyimagenet")
+    dl.add_argument("--url", default=None, help="alternative URL (mirror) for the archive")
+    dl.add_argument("--keep-archive", action="store_true",
+                    help="keep the downloaded archive in <data-root>/.downloads")
+    dl.add_argument("--json", action="store_true", help="print the result as JSON")
+    root_arg(dl)
+    dl.set_defaults(func=_download)
+
+    info = dsub.add_parser("info", help="list imported datasets")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    root_arg(info)
+    info.set_defaults(func=_info)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _summary(name: str, root, seconds: float) -> dict:
+    from ..data import dataset_info
+    entry = dataset_info(root).get(name, {})
+    return {"dataset": name, **entry, "seconds": round(seconds, 1)}
+
+
+def _print_summary(s: dict, as_json: bool, verb: str) -> None:
+    if as_json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(f"{verb} {s['dataset']}: {s.get('train', 0)} train / {s.get('test', 0)} test images, "
+              f"{s.get('classes')} classes, into {s.get('path')} in {s['seconds']:.1f} s")
+
+
+def _import(args) -> int:
+    from ..data import canonical_name, import_cifar10, import_tinyimagenet
+    name = canonical_name(args.name)
+    t0 = time.perf_counter()
+    if name == "cifar10":
+        import_cifar10(args.paths, root=args.data_root)
+    else:
+        if len(args.paths) != 1:
+            raise DeepslothError("tinyimagenet takes one archive or folder "
+                                 "(tiny-imagenet-200.zip or its extracted folder)")
+        import_tinyimagenet(args.paths[0], root=args.data_root)
+    _print_summary(_summary(name, args.data_root, time.perf_counter() - t0), args.json, "imported")
+    return 0
+
+
+def _download(args) -> int:
+    from ..data import canonical_name, download
+    name = canonical_name(args.name)
+    t0 = time.perf_counter()
+    download(name, root=args.data_root, url=args.url, keep_archive=args.keep_archive)
+    _print_summary(_summary(name, args.data_root, time.perf_counter() - t0), args.json,
+                   "downloaded")
+    return 0
+
+
+def _info(args) -> int:
+    from ..data import DATASETS, data_root, dataset_info
+    root = data_root(args.data_root)
+    found = dataset_info(args.data_root)
+    if args.json:
+        print(json.dumps({"data_root": str(root), "datasets": found}, indent=2))
+        return 0
+    print(f"data root: {root}")
+    rows = [("dataset", "train", "test", "classes", "size", "source")]
+    for name in DATASETS:
+        e = found.get(name)
+        if e is None:
+            rows.append((name, "-", "-", "-", "-",
+                         f"not imported (deepsloth data download {name} | "
+                         f"deepsloth data import {name} PATH)"))
+        elif "error" in e:
+            rows.append((name, "?", "?", "?", "?", e["error"]))
+        else:
+            rows.append((name, str(e["train"]), str(e["test"]), str(e["classes"]),
+                         str(e["image_size"]), e["source"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)] + [r[5]]
+        print("  ".join(cells))
+    return 0

@@ -1,0 +1,117 @@
+"""`deepsloth zoo list|train`: the pretrained models shipped with the package."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from ..device import resolve_device
+from ..errors import DeepslothError
+from ..models.io import load_model_dir, save_model_dir
+from ..models.registry import attach_ics, create_model
+from ..models.zoo import ZOO_DIR, zoo_entries
+from ..models.zoo_recipes import ZOO_RECIPES
+from ..train.loop import train_model
+from ..train.recipes import default_recipe
+from .common import add_data_root, add_device, add_json, print_json
+
+
+def _summary(name: str, meta: dict) -> dict:
+    acc = meta.get("accuracy", {})
+    return {"name": name, "arch": meta["arch"], "dataset": meta["dataset"], "mode": meta["mode"],
+            "exits": meta.get("exits"), "final_accuracy": acc.get("final"),
+            "per_exit_accuracy": acc.get("per_exit"), "recipe": meta.get("recipe", {}).get("name"),
+            "data_source": meta.get("data_source"), "path": str(ZOO_DIR / name)}
+
+
+def run_list(args) -> int:
+    rows = [_summary(n, m) for n, m in zoo_entries().items()]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no pretrained models installed")
+        return 0
+    print(f"{'name':28s} {'arch':10s} {'dataset':8s} {'exits':>5s} {'final acc':>9s}  recipe")
+    for r in rows:
+        acc = f"{r['final_accuracy'] * 100:.2f}%" if r["final_accuracy"] is not None else "-"
+        print(f"{r['name']:28s} {r['arch']:10s} {r['dataset']:8s} {r['exits']:>5} {acc:>9s}  {r['recipe']}")
+    for name in sorted(set(ZOO_RECIPES) - {r["name"] for r in rows}):
+        print(f"{name:28s} (not shipped; reproduce with `deepsloth zoo train {name.split('_')[0]}`)")
+    return 0
+
+
+def _find(name: str) -> str:
+    matches = [k for k in ZOO_RECIPES if k == name or k.split("_")[0] == name]
+    if len(matches) != 1:
+        raise DeepslothError(f"unknown zoo model {name!r}; choose from {', '.join(ZOO_RECIPES)}")
+    return matches[0]
+
+
+def run_train(args) -> int:
+    name = _find(args.name)
+    spec = ZOO_RECIPES[name]
+    device = resolve_device(args.device)
+    arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
+    out = Path(args.out or f"runs/{name}")
+    cnn_dir, sdn_dir = out / "cnn", out / "sdn"
+    train_set = load_dataset(dataset, "train", args.data_root)
+    test_set = load_dataset(dataset, "test", args.data_root)
+    base = {"arch": arch, "dataset": dataset, "num_classes": train_set.num_classes,
+            "input_size": train_set.image_size}
+    steps = {k: dict(spec[k]) for k in ("cnn", "ic-only")}
+    if args.recipe:
+        for k in steps:
+            steps[k] = {"recipe": args.recipe, "epochs": None}
+    if not (cnn_dir / "model.json").exists() or (cnn_dir / "checkpoint.json").exists():
+        r = default_recipe(arch, "cnn", steps["cnn"]["recipe"], epochs=steps["cnn"]["epochs"])
+        train_model(create_model(arch, dataset, sdn=False, seed=seed), mode="cnn", recipe=r,
+                    train_set=train_set, test_set=test_set, out_dir=cnn_dir, meta=base, seed=seed,
+                    device=device, resume=True)
+    cnn, parent = load_model_dir(cnn_dir)
+    r = default_recipe(arch, "ic-only", steps["ic-only"]["recipe"], epochs=steps["ic-only"]["epochs"])
+    meta = dict(base, zoo_name=name, parent={"recipe": parent.get("recipe"), "seed": parent.get("seed"),
+                                             "accuracy": parent.get("accuracy"),
+                                             "train_seconds": parent.get("train_seconds")})
+    train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
+                test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True)
+    print(f"trained {name}: {sdn_dir}")
+    if args.install:
+        install(sdn_dir, name, spec.get("store_dtype", "float32"))
+        print(f"installed into the package zoo as {name}")
+    return 0
+
+
+def install(model_dir: Path, name: str, store_dtype: str = "float32") -> Path:
+    """Copy a trained model directory into the package zoo (optionally stored as fp16)."""
+    model, meta = load_model_dir(model_dir)
+    dest = ZOO_DIR / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "package_version", "saved")}
+    meta["zoo_name"] = name
+    meta["stored_dtype"] = store_dtype
+    save_model_dir(dest, model, meta, dtype=torch.float16 if store_dtype == "float16" else None)
+    return dest
+
+
+def register(sub) -> None:
+    p = sub.add_parser("zoo", help="pretrained models: list them, or reproduce one")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND")
+    pl = zsub.add_parser("list", help="list the pretrained models shipped with the package")
+    add_json(pl)
+    pl.set_defaults(func=run_list)
+    pt = zsub.add_parser("train", help="reproduce a zoo model: CNN training, then IC-only training",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pt.add_argument("name", help="zoo model name or architecture (resnet56, mobilenet, vgg16bn)")
+    pt.add_argument("--recipe", choices=["paper", "fast"], default=None,
+                    help="override the zoo recipe (default: the recipe the shipped model was made with)")
+    pt.add_argument("--out", default=None, help="work directory (default: runs/<name>); resumable")
+    pt.add_argument("--install", action="store_true", help="copy the result into the package zoo")
+    add_device(pt)
+    add_data_root(pt)
+    pt.set_defaults(func=run_train)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

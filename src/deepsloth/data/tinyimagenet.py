@@ -1,0 +1,125 @@
+"""Tiny ImageNet importer for the canonical `tiny-imagenet-200` layout (zip, tar or folder).
+
+    tiny-imagenet-200/wnids.txt                       class order (one wnid a line)
+    tiny-imagenet-200/words.txt                       wnid -> description (optional)
+    tiny-imagenet-200/train/<wnid>/images/*.JPEG      training images (any number per class)
+    tiny-imagenet-200/val/images/*.JPEG               official validation images, our test set
+    tiny-imagenet-200/val/val_annotations.txt         <file> TAB <wnid> TAB box...
+
+The unlabelled `test/` folder is ignored. Grayscale JPEGs (there are some) become RGB.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from ..errors import DeepslothError
+from .archive import Archive, file_fingerprint, open_archive
+from .cache import interleave_order, write_dataset
+from .decode import decode_images
+from .sorting import natural_key
+
+SIZE = 64
+
+
+def _text(archive: Archive, name: str) -> str:
+    try:
+        return archive.read(name).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DeepslothError(f"{archive.path}:{name} is not UTF-8 text") from None
+
+
+def _find_base(archive: Archive) -> str:
+    """Prefix ('' or 'some/dir/') of the folder holding wnids.txt (the shallowest one)."""
+    hits = [n for n in archive.names() if PurePosixPath(n).name == "wnids.txt"
+            and "__MACOSX" not in n]
+    if not hits:
+        raise DeepslothError(f"no wnids.txt in {archive.path}: not a tiny-imagenet-200 layout "
+                             f"(expected tiny-imagenet-200/wnids.txt, train/, val/)")
+    best = min(hits, key=lambda n: (n.count("/"), n))
+    parent = str(PurePosixPath(best).parent)
+    return "" if parent == "." else parent + "/"
+
+
+def _scan(archive: Archive) -> Tuple[List[str], Dict[str, str], Dict[str, List[Tuple[int, str]]]]:
+    base = _find_base(archive)
+    wnids = [w.strip() for w in _text(archive, base + "wnids.txt").splitlines() if w.strip()]
+    if len(set(wnids)) != len(wnids) or not wnids:
+        raise DeepslothError(f"{archive.path}: wnids.txt is empty or lists a class twice")
+    index = {w: i for i, w in enumerate(wnids)}
+    names = set(archive.names())
+    words: Dict[str, str] = {}
+    if base + "words.txt" in names:
+        for line in _text(archive, base + "words.txt").splitlines():
+            wnid, _, desc = line.partition("\t")
+            if wnid in index:
+                words[wnid] = desc.strip()
+
+    train: List[Tuple[int, str]] = []
+    val_files: Dict[str, str] = {}
+    for name in names:
+        if not name.startswith(base):
+            continue
+        parts = PurePosixPath(name[len(base):]).parts
+        if parts[-1].startswith(".") or not parts[-1].lower().endswith((".jpeg", ".jpg", ".png")):
+            continue
+        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images":
+            if parts[1] not in index:
+                raise DeepslothError(f"unknown class folder train/{parts[1]} in {archive.path} "
+                                     f"(not listed in wnids.txt)")
+            train.append((index[parts[1]], name))
+        elif len(parts) == 3 and parts[0] == "val" and parts[1] == "images":
+            val_files[parts[2]] = name
+
+    test: List[Tuple[int, str]] = []
+    ann_name = base + "val/val_annotations.txt"
+    if val_files:
+        if ann_name not in names:
+            raise DeepslothError(f"{archive.path}: val/images present but "
+                                 f"val/val_annotations.txt is missing")
+        labelled = set()
+        for lineno, line in enumerate(_text(archive, ann_name).splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise DeepslothError(f"{archive.path}: val_annotations.txt line {lineno} has "
+                                     f"no known wnid: {line[:80]!r}")
+            if fields[0] not in val_files:
+                raise DeepslothError(f"{archive.path}: val_annotations.txt lists {fields[0]} "
+                                     f"but val/images/{fields[0]} is missing")
+            test.append((index[fields[1]], val_files[fields[0]]))
+            labelled.add(fields[0])
+        unlabelled = sorted(set(val_files) - labelled)
+        if unlabelled:
+            raise DeepslothError(f"{archive.path}: {len(unlabelled)} val images have no "
+                                 f"annotation (e.g. {unlabelled[0]})")
+    if not train and not test:
+        raise DeepslothError(f"no images found in {archive.path}: expected "
+                             f"{base}train/<wnid>/images/*.JPEG and {base}val/images/*.JPEG")
+    splits = {s: v for s, v in (("train", train), ("test", test)) if v}
+    return wnids, words, splits
+
+
+def import_tinyimagenet(path: os.PathLike | str, root: Optional[os.PathLike | str] = None) -> Path:
+    """Import Tiny ImageNet (zip, tar or extracted folder) into the cache; returns its folder."""
+    path = Path(path).expanduser()
+    t0 = time.perf_counter()
+    with open_archive(path) as archive:
+        wnids, words, found = _scan(archive)
+        splits = {}
+        for split, items in found.items():
+            items.sort(key=lambda t: (t[0], natural_key(PurePosixPath(t[1]).name)))
+            items = [items[i] for i in interleave_order([y for y, _ in items])]
+            images = decode_images(archive, [n for _, n in items], SIZE,
+                                   desc=f"tinyimagenet {split}")
+            splits[split] = (images, torch.tensor([y for y, _ in items], dtype=torch.int64))
+    extra = {"class_descriptions": [words.get(w, "") for w in wnids],
+             "source_files": [file_fingerprint(path)],
+             "import_seconds": round(time.perf_counter() - t0, 2)}
+    source = f"{path.name} (tiny-imagenet-200 layout; official val as test)"
+    return write_dataset("tinyimagenet", root, splits, wnids, source, extra)

@@ -1,0 +1,27 @@
+"""Shared fixtures: the real CIFAR-10 archives from ../shared/data, imported once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CIFAR_TRAIN_ZIP = SHARED_DATA / "cifar10-jpeg-train.zip"
+CIFAR_TEST_ZIP = SHARED_DATA / "cifar10-jpeg-test.zip"
+
+
+@pytest.fixture(autouse=True)
+def _no_progress_bars(monkeypatch):
+    monkeypatch.setenv("DEEPSLOTH_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory) -> Path:
+    """A data root holding the real CIFAR-10 (train and test) from the shared zips."""
+    for z in (CIFAR_TRAIN_ZIP, CIFAR_TEST_ZIP):
+        if not z.is_file():
+            pytest.skip(f"real dataset archive {z} not present (see shared/data/README.md)")
+    from deepsloth.data import import_cifar10
+    root = tmp_path_factory.mktemp("cifar10-cache")
+    import_cifar10([CIFAR_TRAIN_ZIP, CIFAR_TEST_ZIP], root)
+    return root

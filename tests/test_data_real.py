@@ -1,0 +1,74 @@
+"""Integration tests on the real archives in ../shared/data (skipped when absent).
+
+Only the CIFAR-10 *test* zip (10,000 images) and the Tiny ImageNet subset are imported here,
+to keep the run short; the 50,000-image train zip goes through the same code path.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepsloth.data import CIFAR10_CLASSES, dataset_info, import_cifar10, import_tinyimagenet, \
+    load_dataset
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CIFAR_TEST = SHARED / "cifar10-jpeg-test.zip"
+TINY = SHARED / "tiny-imagenet-200-subset.zip"
+
+pytestmark = pytest.mark.slow
+
+
+def _need(path: Path) -> None:
+    if not path.is_file():
+        pytest.skip(f"real dataset archive {path} not present (see shared/data/README.md)")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("DEEPSLOTH_NO_PROGRESS", "1")
+
+
+def test_import_real_cifar10_test_zip(tmp_path):
+    _need(CIFAR_TEST)
+    root = tmp_path / "cache"
+    import_cifar10([CIFAR_TEST], root)
+    ds = load_dataset("cifar10", "test", root)
+    assert len(ds) == 10_000 and tuple(ds.images.shape) == (10_000, 3, 32, 32)
+    assert ds.classes == list(CIFAR10_CLASSES)
+    assert torch.bincount(ds.labels, minlength=10).tolist() == [1000] * 10
+    assert ds.labels[:20].tolist() == list(range(10)) * 2   # class-interleaved order
+    # The first stored image is the first airplane file, decoded exactly as Pillow does.
+    with zipfile.ZipFile(CIFAR_TEST) as z:
+        ref = np.asarray(Image.open(io.BytesIO(z.read("cifar10-jpeg/test/airplane/0000.jpg")))
+                         .convert("RGB"))
+        ref_cat = np.asarray(Image.open(io.BytesIO(z.read("cifar10-jpeg/test/cat/0001.jpg")))
+                             .convert("RGB"))
+    assert torch.equal(ds.images[0], torch.from_numpy(ref.copy()).permute(2, 0, 1))
+    assert torch.equal(ds.images[13], torch.from_numpy(ref_cat.copy()).permute(2, 0, 1))
+    assert ds.images[0].float().mean() > 10
+    assert "cifar10-jpeg-test.zip" in ds.source
+    with pytest.raises(Exception, match="train split of cifar10 was not imported"):
+        load_dataset("cifar10", "train", root)
+    assert dataset_info(root)["cifar10"]["test"] == 10_000
+
+
+def test_import_real_tinyimagenet_subset(tmp_path):
+    _need(TINY)
+    root = tmp_path / "cache"
+    import_tinyimagenet(TINY, root)
+    tr = load_dataset("tinyimagenet", "train", root)
+    te = load_dataset("tinyimagenet", "test", root)
+    assert len(tr) == 20_000 and len(te) == 10_000
+    assert tr.num_classes == 200 and tr.image_size == 64 and tr.classes == te.classes
+    assert torch.bincount(tr.labels, minlength=200).tolist() == [100] * 200
+    assert torch.bincount(te.labels, minlength=200).tolist() == [50] * 200
+    with zipfile.ZipFile(TINY) as z:
+        wnids = z.read("tiny-imagenet-200/wnids.txt").decode().split()
+    assert tr.classes == wnids
+    assert tr.images.float().mean() > 10 and te.images.float().mean() > 10

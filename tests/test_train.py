@@ -1,0 +1,91 @@
+"""Training on real CIFAR-10 (small subsets): model directories, IC-only freezing, resume."""
+import json
+
+import pytest
+import torch
+
+import deepsloth.train.loop as loop
+from deepsloth.cli.main import main
+from deepsloth.models import load_model_dir
+from deepsloth.train.recipes import default_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def _train(root, out, *extra):
+    argv = ["train", "--arch", "resnet56", "--recipe", "fast", "--data-root", str(root),
+            "--device", "cpu", "--out", str(out), "--train-n", "512", "--test-n", "200", *extra]
+    return main(argv)
+
+
+def test_cnn_then_ic_only_directories_load_back(cifar10_root, tmp_path):
+    cnn_dir, sdn_dir = tmp_path / "cnn", tmp_path / "sdn"
+    assert _train(cifar10_root, cnn_dir, "--mode", "cnn", "--epochs", "1") == 0
+    cnn, meta = load_model_dir(cnn_dir)
+    assert meta["mode"] == "cnn" and meta["exits"] == 1 and meta["seed"] == 0
+    assert meta["recipe"]["name"] == "fast-cnn" and meta["recipe"]["epochs"] == 1
+    assert "cifar10-jpeg" in meta["data_source"] and meta["accuracy"]["n"] == 200
+    assert not (cnn_dir / "checkpoint.json").exists()
+
+    assert _train(cifar10_root, sdn_dir, "--mode", "ic-only", "--from", str(cnn_dir), "--epochs", "1") == 0
+    sdn, meta = load_model_dir(sdn_dir)
+    assert meta["mode"] == "ic-only" and meta["exits"] == 28
+    assert len(meta["accuracy"]["per_exit"]) == 28 and len(meta["cost"]["normalised"]) == 28
+    # IC-only training leaves the backbone exactly as the CNN had it (weights and BN statistics)
+    cnn_sd = cnn.state_dict()
+    for name, value in sdn.state_dict().items():
+        if not name.startswith("ics."):
+            assert torch.equal(value, cnn_sd[name]), name
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(sdn(x)[-1], cnn(x))
+
+
+def test_ic_only_needs_a_cnn(cifar10_root, tmp_path, capsys):
+    assert _train(cifar10_root, tmp_path / "x", "--mode", "ic-only") == 2
+    assert "--from" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_to_the_same_result(cifar10_root, tmp_path, monkeypatch):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert _train(cifar10_root, full, "--mode", "cnn", "--epochs", "2") == 0
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(directory, model, opt, info):
+        real_save(directory, model, opt, info)
+        raise KeyboardInterrupt  # as if killed right after epoch 1's checkpoint
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2") == 130
+    assert json.loads((killed / "checkpoint.json").read_text())["epoch"] == 1
+    assert not (killed / "model.json").exists()
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+    # without --resume the unfinished run is protected
+    assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2") == 2
+    assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2", "--resume") == 0
+    a, meta_a = load_model_dir(full)
+    b, meta_b = load_model_dir(killed)
+    assert len(meta_b["history"]) == 2 and meta_b["history"][-1]["epoch"] == 2
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_recipes_follow_the_spec():
+    r = default_recipe("resnet56", "cnn")
+    assert (r.optimizer, r.lr, r.weight_decay, r.epochs, r.milestones) == ("sgd", 0.01, 1e-4, 100, (10, 20))
+    assert abs(r.lr_at(10, 0, 100) - 0.001) < 1e-12 and abs(r.lr_at(25, 0, 100) - 0.0001) < 1e-12
+    assert default_recipe("vgg16bn", "cnn").weight_decay == 5e-4
+    ic = default_recipe("mobilenet", "ic-only")
+    assert (ic.optimizer, ic.lr, ic.epochs, ic.milestones) == ("adam", 1e-3, 25, (15,))
+    fast = default_recipe("resnet56", "cnn", "fast", epochs=3)
+    lrs = [fast.lr_at(e, s, 10) for e in range(3) for s in range(10)]
+    assert max(lrs) <= fast.lr and lrs[-1] < 0.01 * fast.lr and lrs[0] < lrs[5]
+
+
+def test_sdn_loss_weights():
+    w = loop.exit_weights([0.25, 0.5, 1.0], epoch=0, epochs=10)
+    assert w == [0.01, 0.01, 1.0]
+    w = loop.exit_weights([0.25, 0.5, 1.0], epoch=5, epochs=10)
+    assert w == pytest.approx([0.01 + 5 * 0.25 / 10, 0.01 + 5 * 0.5 / 10, 1.0])
