@@ -17,6 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from .errors import DeepslothError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: os.PathLike | str, suffix: str = "") -> Iterator[Path]:
@@ -28,6 +31,7 @@ def atomic_path(path: os.PathLike | str, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give files the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

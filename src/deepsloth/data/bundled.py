@@ -1,8 +1,12 @@
-"""A CIFAR-10 test subset shipped inside the package, so the default audit needs no download.
+"""CIFAR-10 subsets shipped inside the package, so the default audit needs no download.
 
-1,000 images, 100 per class: the first 100 test images of every class in the stored order of
-an imported CIFAR-10 test split (class-interleaved, so these are exactly its first 1,000
-images). The shipped file was made from the CIFAR-10 JPEG copy (see its metadata).
+* test: 1,000 images, 100 per class: the first 100 test images of every class in the stored
+  order of an imported CIFAR-10 test split (class-interleaved, so these are exactly its first
+  1,000 images, the same ones `--n 1000` selects from a full import);
+* train: 250 images, 25 per class, chosen the same way from the training split; universal
+  perturbations are crafted on them (SPEC 5.4 crafts on 250 training images).
+
+The shipped files were made from the CIFAR-10 JPEG copy (see their metadata).
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from ..io import load_tensors, save_tensors
 from .cache import Dataset
 from .registry import CIFAR10_CLASSES
 
-BUNDLED_PATH = Path(__file__).resolve().parent.parent / "assets" / "cifar10_test_1000.safetensors"
-PER_CLASS = 100
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED = {"test": (ASSETS / "cifar10_test_1000.safetensors", 100),
+           "train": (ASSETS / "cifar10_train_250.safetensors", 25)}
+BUNDLED_PATH = BUNDLED["test"][0]
 
 
 def select_per_class(labels: torch.Tensor, per_class: int, num_classes: int) -> torch.Tensor:
@@ -31,18 +37,24 @@ def select_per_class(labels: torch.Tensor, per_class: int, num_classes: int) -> 
     return torch.sort(torch.cat(keep)).values
 
 
-def make_bundled(test_set: Dataset, path: os.PathLike | str = BUNDLED_PATH) -> Path:
-    idx = select_per_class(test_set.labels, PER_CLASS, test_set.num_classes)
-    save_tensors(path, {"images": test_set.images[idx], "labels": test_set.labels[idx], "indices": idx},
-                 metadata={"source": test_set.source, "selection": f"first {PER_CLASS} per class in stored order"})
-    return Path(path)
+def make_bundled(dataset: Dataset, path: os.PathLike | str | None = None) -> Path:
+    """Write the bundled subset of `dataset`'s split (test: 100 per class, train: 25)."""
+    default_path, per_class = BUNDLED[dataset.split]
+    idx = select_per_class(dataset.labels, per_class, dataset.num_classes)
+    path = Path(path or default_path)
+    save_tensors(path, {"images": dataset.images[idx], "labels": dataset.labels[idx], "indices": idx},
+                 metadata={"source": dataset.source, "selection": f"first {per_class} per class in stored order"})
+    return path
 
 
-def load_bundled() -> Dataset:
-    """The bundled 1,000-image CIFAR-10 test subset as a `Dataset` (name cifar10, split test)."""
-    if not BUNDLED_PATH.is_file():
-        raise DeepslothError(f"bundled test subset missing from the installation ({BUNDLED_PATH})")
-    t = load_tensors(BUNDLED_PATH)
-    return Dataset("cifar10", "test", t["images"], t["labels"], list(CIFAR10_CLASSES),
-                   source="bundled CIFAR-10 test subset (1,000 images, 100 per class, JPEG copy)",
-                   meta={"indices": t["indices"]})
+def load_bundled(split: str = "test") -> Dataset:
+    """A bundled CIFAR-10 subset as a `Dataset` (name cifar10; split test or train)."""
+    if split not in BUNDLED:
+        raise DeepslothError(f"no bundled {split!r} subset; choose test or train")
+    path, per_class = BUNDLED[split]
+    if not path.is_file():
+        raise DeepslothError(f"bundled {split} subset missing from the installation ({path})")
+    t = load_tensors(path)
+    return Dataset("cifar10", split, t["images"], t["labels"], list(CIFAR10_CLASSES),
+                   source=f"bundled CIFAR-10 {split} subset ({len(t['labels'])} images, {per_class} per class, "
+                          f"JPEG copy)", meta={"indices": t["indices"]})

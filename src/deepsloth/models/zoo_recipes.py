@@ -10,7 +10,7 @@ from typing import Dict
 ZOO_RECIPES: Dict[str, Dict] = {
     "resnet56_sdn_cifar10": {
         "arch": "resnet56", "dataset": "cifar10", "seed": 0,
-        "cnn": {"recipe": "fast", "epochs": 15}, "ic-only": {"recipe": "fast", "epochs": 4},
+        "cnn": {"recipe": "fast", "epochs": 9}, "ic-only": {"recipe": "fast", "epochs": 3},
         "store_dtype": "float32",
     },
     "mobilenet_sdn_cifar10": {
