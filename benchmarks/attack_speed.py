@@ -1,0 +1,116 @@
+"""Per-step cost of DeepSloth (l_inf, per-sample) against the floor on a ResNet-56 SDN.
+
+floor : a bare loop of one forward of all exits plus one backward to the input (parameters
+        frozen, eval mode, same batch) -- what any input-gradient attack must pay per step;
+ours  : `DeepSloth(model, norm="linf", steps=S)(x)`, timed as a whole (random start and
+        projections included) and divided by S;
+naive : the same loop with parameter gradients left on and `loss.backward()` (a
+        torchattacks-style step that also computes weight gradients), for reference.
+
+Prints ratios, not seconds: floor_time / our_time (target >= 0.85) and naive_time / our_time.
+
+    python benchmarks/attack_speed.py [--model DIR|zoo-name] [--batch 128] [--steps 10]
+                                      [--repeats 3] [--threads N] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from deepsloth.attacks import DeepSloth, uniform_ic_loss
+from deepsloth.device import resolve_device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def floor_loop(model, x, steps: int) -> None:
+    for _ in range(steps):
+        xi = x.detach().requires_grad_(True)
+        out = model(xi)
+        (g,) = torch.autograd.grad(sum(o.sum() for o in out), xi)
+
+
+def naive_loop(model, x, steps: int) -> None:
+    x_adv = x.clone()
+    for _ in range(steps):
+        xi = x_adv.detach().requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        loss = uniform_ic_loss(model(xi)).mean()
+        loss.backward()
+        x_adv = (x + (xi.detach() - 0.002 * xi.grad.sign() - x).clamp(-8 / 255, 8 / 255)).clamp(0, 1)
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="model directory or zoo name (default: untrained ResNet-56 SDN)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive loop")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.model:
+        from deepsloth.models.zoo import load_model
+        model, meta, _ = load_model(args.model, device)
+        size, what = int(meta.get("input_size") or 32), f"{args.model} ({meta.get('arch')}, {meta.get('dataset')})"
+    else:
+        from deepsloth.models import create_model
+        model = create_model("resnet56", "cifar10", sdn=True, seed=0).to(device)
+        size, what = 32, "ResNet-56 SDN, CIFAR-10 shape, untrained weights"
+    model.eval()
+    x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    atk = DeepSloth(model, norm="linf", steps=args.steps, seed=0)
+
+    def ours():
+        atk(x)
+
+    def floor():
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            floor_loop(model, x, args.steps)
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+
+    def naive():
+        naive_loop(model, x, args.steps)
+
+    # warm up (allocator, kernels), then interleave the measurements
+    DeepSloth(model, norm="linf", steps=2)(x)
+    timed(floor, device)
+    times = {"floor": [], "ours": [], "naive": []}
+    for _ in range(args.repeats):
+        times["floor"].append(timed(floor, device) / args.steps)
+        times["ours"].append(timed(ours, device) / args.steps)
+        if not args.no_naive:
+            times["naive"].append(timed(naive, device) / args.steps)
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    print(f"DeepSloth l_inf per-sample step on {what}: batch {args.batch}, {args.steps} steps x "
+          f"{args.repeats} repeats, {device}, {torch.get_num_threads()} threads")
+    print(f"  ratio floor/ours = {med['floor'] / med['ours']:.3f}  (target >= 0.85; 1.0 = as fast as a bare "
+          f"forward+backward to the input)")
+    if "naive" in med:
+        print(f"  ratio naive/ours = {med['naive'] / med['ours']:.3f}  (naive: parameter gradients on, loss.backward())")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""What every attack shares: the model in eval mode with frozen parameters, the device, the
+seed, and the input-gradient primitive.
+
+    atk = SomeAttack(model, ..., seed=0)
+    out = atk(x, y)          # x: float [N,3,H,W] in [0, 1] (or uint8), y: int64 [N] or None
+
+Calling an attack puts the model in eval mode and sets `requires_grad_(False)` on every
+parameter for the duration of the call, then restores both (so it is safe inside a
+training loop). Gradients are taken with `torch.autograd.grad` with respect to the input
+only. Each call starts a fresh CPU `torch.Generator` seeded with `seed`, and random draws are
+made on the CPU then moved, so a given seed gives the same random starts on every device and
+the same call twice gives the same output.
+"""
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+
+from .objectives import Objective, as_logits
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def to_float01(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]; float images -> float32 (no copy if already)."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    return x.float()
+
+
+def derive_seed(seed: int, *keys: Any) -> int:
+    """A deterministic 63-bit seed for a sub-task (a batch, a class) of a seeded run."""
+    text = repr((int(seed),) + tuple(keys)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients inside the block; both restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+def apply_universal(x: torch.Tensor, delta: torch.Tensor,
+                    labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """clamp(x + delta, 0, 1) for a universal delta [3,H,W], or with a class-universal
+    deltas [C,3,H,W] each input gets the delta of its label."""
+    x = to_float01(x)
+    delta = delta.to(x.device, x.dtype)
+    if delta.dim() == x.dim():
+        if labels is None:
+            raise ValueError("class-universal perturbations need the labels of the inputs")
+        delta = delta[labels.to(x.device)]
+    if delta.shape[-3:] != x.shape[-3:]:
+        raise ValueError(f"perturbation of shape {tuple(delta.shape)} does not fit inputs "
+                         f"{tuple(x.shape)}")
+    return (x + delta).clamp_(0.0, 1.0)
+
+
+class Attack:
+    """Base class: subclasses implement `forward(x, y, generator)` on float inputs on `device`."""
+
+    name = "attack"
+
+    def __init__(self, model: nn.Module, seed: int = 0, device: Optional[torch.device | str] = None):
+        self.model = model
+        self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else model_device(model)
+
+    # -- public ------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
+                 seed: Optional[int] = None) -> torch.Tensor:
+        out_device = x.device
+        generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
+        with frozen(self.model), torch.enable_grad():
+            out = self.forward(x, None if y is None else y.to(self.device), generator)
+        return out.detach().to(out_device)
+
+    def config(self) -> Dict[str, Any]:
+        """Every hyper-parameter of the attack (JSON-serialisable)."""
+        return {"attack": self.name, "seed": self.seed}
+
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor],
+                generator: torch.Generator) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "attack")
+        return f"{type(self).__name__}({args})"
+
+    # -- helpers for subclasses ------------------------------------------------------------
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs as float32 [0, 1] on the attack's device."""
+        return to_float01(x.to(self.device, non_blocking=True))
+
+    def logits(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return as_logits(self.model(x))
+
+    def input_grad(self, x: torch.Tensor, objective: Objective,
+                   labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """d objective(model(x), labels).sum() / d x, with x a fresh leaf (no parameter grads)."""
+        x = x.detach().requires_grad_(True)
+        loss = objective(self.logits(x), labels)
+        if not loss.requires_grad:        # an objective that ignores the input: no direction
+            return torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return grad
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Final-exit predictions (no gradients)."""
+        with torch.no_grad():
+            return self.logits(x)[-1].argmax(dim=-1)
+
+
+__all__ = ["Attack", "frozen", "model_device", "to_float01", "derive_seed", "apply_universal"]

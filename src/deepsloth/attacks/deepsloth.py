@@ -1,0 +1,274 @@
+"""DeepSloth (SPEC 5.2-5.5): push every internal classifier towards the uniform distribution
+so that no early exit fires and every input runs the whole network.
+
+    x_adv  = DeepSloth(model, norm="linf")(x)                       # per-sample, [N,3,H,W]
+    delta  = DeepSloth(model, scope="universal")(x_train)           # one delta [3,H,W]
+    deltas = DeepSloth(model, scope="class")(x_train, y_train)      # one per class [C,3,H,W]
+
+Defaults are SPEC's, per norm and dataset (`dataset="cifar10"|"tinyimagenet"`; when not
+given it is guessed from the input size: 64 px and up means Tiny ImageNet):
+
+* l_inf: eps 8/255, 30 steps of 0.002, uniform random start; x' <- x' - step * sign(grad).
+* l_2 (decoupled-direction style): delta starts Gaussian with l_2 norm `eps` (1.0); SGD on
+  delta with learning rate `step_size` (1.0) cosine-annealed to `lr_min` (0.01) over the
+  iterations (550); each input's gradient clipped to l_2 norm <= `grad_clip` (1); after each
+  step delta is projected to the current budget, which starts at `eps` and is multiplied by
+  (1 - gamma) every `decay_every` iterations (50 for 550 iterations, i.e. 10 decays;
+  gamma 0.1 on CIFAR-10, final budget ~0.35, 0.05 on Tiny ImageNet, ~0.60). `eps` is thus
+  the starting budget; `final_eps` in `last_info` is the one the output satisfies.
+* l_1 (sparse descent): eps 8 (16 on Tiny ImageNet), step 0.5 (1.0), 250 iterations, no
+  random start; only coordinates with |grad| at or above the 99th percentile move, along
+  their sign divided by their count; projection onto the l_1 ball is exact.
+
+Universal (`scope="universal"`): one delta shared by all inputs, crafted on (training)
+inputs passed to the call and applied as clamp(x + delta). The crafting set is `n_images`
+inputs chosen by a seeded permutation (default 250, SPEC's reference), visited `epochs`
+times in batches of `batch_size`, with `steps` iterations per batch (l_inf: 20 steps of
+0.005, minimising the batch-averaged loss). `preset="strong"` uses 10x the images and two
+epochs; what was used is in `config()` and `last_info`. Class-universal (`scope="class"`)
+runs the universal attack on each class's inputs, for every class of the model's output.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+
+from .base import Attack, derive_seed
+from .norms import (check_norm, clip_grad_l2, clip_to_ball, project, random_in_ball,
+                    steepest_direction)
+from .objectives import Objective, get_objective, objective_name, uniform_ic_loss
+
+SCOPES = ("sample", "universal", "class")
+DATASET_FAMILIES = ("cifar10", "tinyimagenet")
+
+# SPEC 5.3 (per-sample) and 5.4 (universal), per norm and dataset family.
+SAMPLE_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "linf": {
+        "cifar10": {"eps": 8 / 255, "steps": 30, "step_size": 0.002, "random_start": True},
+        "tinyimagenet": {"eps": 8 / 255, "steps": 30, "step_size": 0.002, "random_start": True},
+    },
+    "l2": {
+        "cifar10": {"eps": 1.0, "steps": 550, "step_size": 1.0, "random_start": True, "gamma": 0.1},
+        "tinyimagenet": {"eps": 1.0, "steps": 550, "step_size": 1.0, "random_start": True, "gamma": 0.05},
+    },
+    "l1": {
+        "cifar10": {"eps": 8.0, "steps": 250, "step_size": 0.5, "random_start": False},
+        "tinyimagenet": {"eps": 16.0, "steps": 250, "step_size": 1.0, "random_start": False},
+    },
+}
+UNIVERSAL_OVERRIDES: Dict[str, Dict[str, Any]] = {
+    "linf": {"steps": 20, "step_size": 0.005},
+}
+PRESETS: Dict[str, Dict[str, int]] = {
+    "reference": {"n_images": 250, "batch_size": 250, "epochs": 1},
+    "strong": {"n_images": 2500, "batch_size": 250, "epochs": 2},
+}
+
+
+def dataset_family(dataset: Optional[str], image_size: Optional[int] = None) -> str:
+    """'tinyimagenet' for Tiny ImageNet (or, without a name, inputs of 64 px and up), else 'cifar10'."""
+    if dataset is not None:
+        key = str(dataset).lower().replace("-", "").replace("_", "")
+        return "tinyimagenet" if key.startswith("tiny") else "cifar10"
+    return "tinyimagenet" if (image_size or 0) >= 64 else "cifar10"
+
+
+def deepsloth_defaults(norm: str, scope: str = "sample", dataset: Optional[str] = None,
+                       image_size: Optional[int] = None, preset: str = "reference") -> Dict[str, Any]:
+    """The SPEC hyper-parameters for one configuration."""
+    norm = check_norm(norm)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    family = dataset_family(dataset, image_size)
+    p = dict(SAMPLE_DEFAULTS[norm][family])
+    p.setdefault("gamma", None)
+    if scope != "sample":
+        p.update(UNIVERSAL_OVERRIDES.get(norm, {}))
+        p.update(PRESETS[preset])
+    p["dataset_family"] = family
+    return p
+
+
+class DeepSloth(Attack):
+    name = "deepsloth"
+
+    def __init__(self, model: nn.Module, norm: str = "linf", scope: str = "sample",
+                 eps: Optional[float] = None, steps: Optional[int] = None,
+                 step_size: Optional[float] = None, seed: int = 0, *,
+                 dataset: Optional[str] = None, random_start: Optional[bool] = None,
+                 gamma: Optional[float] = None, lr_min: float = 0.01,
+                 decay_every: Optional[int] = None, grad_clip: float = 1.0,
+                 percentile: float = 99.0, preset: str = "reference",
+                 n_images: Optional[int] = None, batch_size: Optional[int] = None,
+                 epochs: Optional[int] = None, num_classes: Optional[int] = None,
+                 objective: Union[str, Objective, None] = None, device=None):
+        super().__init__(model, seed=seed, device=device)
+        self.norm = check_norm(norm)
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        self.scope = scope
+        self.dataset = dataset
+        self.preset = preset
+        self.objective = uniform_ic_loss if objective is None else get_objective(objective)
+        self.lr_min = float(lr_min)
+        self.grad_clip = float(grad_clip)
+        self.percentile = float(percentile)
+        self.num_classes = num_classes
+        self.decay_every = decay_every
+        self.overrides = {k: v for k, v in dict(
+            eps=eps, steps=steps, step_size=step_size, random_start=random_start, gamma=gamma,
+            n_images=n_images, batch_size=batch_size, epochs=epochs).items() if v is not None}
+        self.last_info: Dict[str, Any] = {}
+        self._image_size: Optional[int] = None
+
+    # -- hyper-parameters ----------------------------------------------------------------
+    def params(self, image_size: Optional[int] = None) -> Dict[str, Any]:
+        """Resolved hyper-parameters (SPEC defaults, then the caller's overrides)."""
+        p = deepsloth_defaults(self.norm, self.scope, self.dataset,
+                               image_size or self._image_size, self.preset)
+        p.update(self.overrides)
+        if self.norm == "l2" and p.get("gamma") is None:
+            p["gamma"] = SAMPLE_DEFAULTS["l2"][p["dataset_family"]]["gamma"]
+        return p
+
+    def config(self) -> Dict[str, Any]:
+        p = self.params()
+        cfg: Dict[str, Any] = {"attack": "deepsloth", "norm": self.norm, "scope": self.scope,
+                               "objective": objective_name(self.objective),
+                               "dataset": self.dataset or f"auto ({p['dataset_family']})"}
+        cfg.update({k: v for k, v in p.items() if k != "dataset_family" and v is not None})
+        if self.norm == "l2":
+            cfg.update(lr_min=self.lr_min, grad_clip=self.grad_clip,
+                       decay_every=self.decay_every or "iterations // 11")
+        if self.norm == "l1":
+            cfg["percentile"] = self.percentile
+        if self.scope != "sample":
+            cfg["preset"] = self.preset
+        if self.scope == "class" and self.num_classes is not None:
+            cfg["num_classes"] = self.num_classes
+        cfg["seed"] = self.seed
+        return cfg
+
+    # -- entry -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor],
+                generator: torch.Generator) -> torch.Tensor:
+        self._image_size = int(x.shape[-1])
+        p = self.params()
+        if self.scope == "sample":
+            return self._per_sample(self.prepare(x), p, generator)
+        if self.scope == "universal":
+            delta, info = self._universal(x, p, generator)
+            self.last_info = info
+            return delta
+        if y is None:
+            raise ValueError("class-universal DeepSloth needs the labels of the crafting inputs")
+        return self._class_universal(x, y, p, generator)
+
+    # -- schedules -------------------------------------------------------------------------
+    def _lr(self, p: Dict[str, Any], t: int, total: int) -> float:
+        lr0 = float(p["step_size"])
+        return self.lr_min + (lr0 - self.lr_min) * (1 + math.cos(math.pi * t / total)) / 2
+
+    def _decay_every(self, total: int) -> int:
+        return int(self.decay_every) if self.decay_every else max(1, total // 11)
+
+    def _start(self, shape, p: Dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        """Initial perturbation (rows of `shape`), on the attack's device."""
+        eps = float(p["eps"])
+        if not p["random_start"]:
+            return torch.zeros(shape, device=self.device)
+        if self.norm == "l2":        # Gaussian direction with l_2 norm eps (SPEC 5.3)
+            g = torch.randn(shape, generator=generator)
+            g = project(g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1)) * eps,
+                        "l2", eps)
+            return g.to(self.device)
+        return random_in_ball(shape, self.norm, eps, generator, device=self.device)
+
+    def _update(self, delta: torch.Tensor, grad: torch.Tensor, p: Dict[str, Any], t: int,
+                total: int, budget: float) -> torch.Tensor:
+        """One descent step on the perturbation rows, projected to the ball of `budget`."""
+        if self.norm == "l2":
+            delta = delta - self._lr(p, t, total) * clip_grad_l2(grad, self.grad_clip)
+        else:
+            delta = delta - float(p["step_size"]) * steepest_direction(grad, self.norm, self.percentile)
+        return project(delta, self.norm, budget)
+
+    def _budget(self, p: Dict[str, Any], t: int, total: int, budget: float) -> float:
+        if self.norm == "l2" and t > 0 and t % self._decay_every(total) == 0:
+            return budget * (1 - float(p["gamma"]))
+        return budget
+
+    # -- per-sample ------------------------------------------------------------------------
+    def _per_sample(self, x: torch.Tensor, p: Dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        total, budget = int(p["steps"]), float(p["eps"])
+        x_adv = clip_to_ball(x + self._start(x.shape, p, generator), x, self.norm, budget)
+        for t in range(total):
+            budget = self._budget(p, t, total, budget)
+            grad = self.input_grad(x_adv, self.objective, None)
+            delta = self._update(x_adv - x, grad, p, t, total, budget)
+            x_adv = (x + delta).clamp_(0.0, 1.0)
+        self.last_info = {"iterations": total, "final_eps": budget}
+        return x_adv
+
+    # -- universal -------------------------------------------------------------------------
+    def _universal(self, x_all: torch.Tensor, p: Dict[str, Any], generator: torch.Generator):
+        n_all = int(x_all.shape[0])
+        if n_all == 0:
+            raise ValueError("universal DeepSloth needs at least one crafting input")
+        n = n_all if p.get("n_images") is None else min(int(p["n_images"]), n_all)
+        chosen = torch.randperm(n_all, generator=generator)[:n]
+        xs = self.prepare(x_all[chosen.to(x_all.device)])
+        bs = int(p.get("batch_size") or n)
+        batches: List[torch.Tensor] = [xs[i:i + bs] for i in range(0, n, bs)]
+        epochs, steps = int(p.get("epochs") or 1), int(p["steps"])
+        total, budget = epochs * len(batches) * steps, float(p["eps"])
+        delta = self._start((1,) + tuple(xs.shape[1:]), p, generator)
+        t = 0
+        for _ in range(epochs):
+            for xb in batches:
+                for _ in range(steps):
+                    budget = self._budget(p, t, total, budget)
+                    d = delta.detach().requires_grad_(True)
+                    loss = self.objective(self.logits((xb + d).clamp(0.0, 1.0)), None).mean()
+                    (grad,) = torch.autograd.grad(loss, d)
+                    delta = self._update(delta, grad, p, t, total, budget)
+                    t += 1
+        info = {"n_images": n, "batches": len(batches), "epochs": epochs, "iterations": total,
+                "final_eps": budget}
+        return delta[0].detach(), info
+
+    def _class_universal(self, x_all: torch.Tensor, y: torch.Tensor, p: Dict[str, Any],
+                         generator: torch.Generator) -> torch.Tensor:
+        labels = y.detach().to("cpu").long()
+        num_classes = self.num_classes
+        if num_classes is None:
+            with torch.no_grad():
+                num_classes = int(self.logits(self.prepare(x_all[:1]))[-1].shape[-1])
+        base = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+        deltas = torch.zeros((num_classes,) + tuple(x_all.shape[1:]), device=self.device)
+        missing, per_class = [], {}
+        for c in range(num_classes):
+            members = (labels == c).nonzero().flatten()
+            if members.numel() == 0:
+                missing.append(c)
+                continue
+            gen_c = torch.Generator().manual_seed(derive_seed(base, "class", c))
+            deltas[c], info = self._universal(x_all[members.to(x_all.device)], p, gen_c)
+            per_class[c] = info["n_images"]
+        self.last_info = {"num_classes": num_classes, "classes_without_data": missing,
+                          "images_per_class": {"min": min(per_class.values(), default=0),
+                                               "max": max(per_class.values(), default=0)},
+                          "iterations_per_class": info["iterations"] if per_class else 0,
+                          "final_eps": info["final_eps"] if per_class else float(p["eps"])}
+        return deltas
+
+
+__all__ = ["DeepSloth", "SCOPES", "SAMPLE_DEFAULTS", "UNIVERSAL_OVERRIDES", "PRESETS",
+           "deepsloth_defaults", "dataset_family"]
