@@ -25,3 +25,16 @@ def cifar10_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar10-cache")
     import_cifar10([CIFAR_TRAIN_ZIP, CIFAR_TEST_ZIP], root)
     return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_test_root(tmp_path_factory) -> Path:
+    """A data root holding only the real CIFAR-10 test split (10,000 images; ~10 s to import).
+
+    Used by the evaluation tests, which need real test images but no training set."""
+    if not CIFAR_TEST_ZIP.is_file():
+        pytest.skip(f"real dataset archive {CIFAR_TEST_ZIP} not present (see shared/data/README.md)")
+    from deepsloth.data import import_cifar10
+    root = tmp_path_factory.mktemp("cifar10-test-cache")
+    import_cifar10([CIFAR_TEST_ZIP], root)
+    return root

@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import DeepslothError
 
 # Order here is the order in `deepsloth --help`.
-COMMANDS = ["data", "describe", "train", "zoo"]
+COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "latency", "zoo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

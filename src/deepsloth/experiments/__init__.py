@@ -1,0 +1,1 @@
+"""Experiments: plain functions over the library (audit, ...)."""

@@ -1,0 +1,59 @@
+"""The shipped zoo models, the bundled subsets and the audit on them."""
+import json
+
+import pytest
+import torch
+
+from deepsloth.cli.main import main
+from deepsloth.data.bundled import load_bundled
+from deepsloth.exits.forward import collect_exit_outputs
+from deepsloth.experiments.audit import AuditConfig, run_audit
+from deepsloth.models.io import load_model_dir
+from deepsloth.models.zoo import DEFAULT_MODEL, ZOO_DIR, load_model, zoo_names
+
+
+def test_bundled_subsets_are_class_balanced():
+    test, train = load_bundled("test"), load_bundled("train")
+    assert tuple(test.images.shape) == (1000, 3, 32, 32) and test.images.dtype == torch.uint8
+    assert torch.bincount(test.labels, minlength=10).tolist() == [100] * 10
+    assert torch.bincount(train.labels, minlength=10).tolist() == [25] * 10
+    # the bundled test subset is the first 1,000 images of the stored test order
+    assert test.meta["indices"].tolist() == list(range(1000))
+
+
+def test_zoo_list_json(capsys):
+    assert main(["zoo", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == zoo_names()
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_shipped_model_accuracy_holds_on_the_bundled_subset(name):
+    model, meta, path = load_model(name)
+    assert meta["dataset"] == "cifar10" and "cifar10-jpeg" in meta["data_source"]
+    assert meta["recipe"] and meta["seed"] is not None
+    test = load_bundled("test")
+    acc = collect_exit_outputs(model, test.images).accuracy(test.labels)
+    recorded = meta["accuracy"]["final"]
+    assert meta["accuracy"]["n"] == 10_000
+    assert abs(acc[-1] - recorded) <= 0.03, (acc[-1], recorded)
+    assert len(acc) == meta["exits"] == len(meta["accuracy"]["per_exit"])
+
+
+@pytest.mark.skipif(DEFAULT_MODEL not in zoo_names(), reason=f"zoo model {DEFAULT_MODEL} not shipped yet")
+def test_audit_on_the_default_model(tmp_path):
+    cfg = AuditConfig(n=50, universal_images=50, batch_size=50, device="cpu")
+    report = run_audit(cfg, tmp_path)
+    for f in ("report.json", "report.md", "eec.png", "examples.png"):
+        assert (tmp_path / f).is_file()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["seed"] == 0 and saved["deepsloth_version"] and saved["config"]["n"] == 50
+    assert set(saved["sets"]) == {"clean", "deepsloth", "deepsloth-universal", "pgd"}
+    clean, ds, pgd = (report["sets"][k]["rad"]["5"] for k in ("clean", "deepsloth", "pgd"))
+    assert clean["efficacy_reduction"] == 0 and clean["latency_amplification"] == 1
+    assert ds["efficacy_reduction"] >= 0.9
+    assert ds["latency_amplification"] > 1.2
+    assert report["sets"]["deepsloth"]["norms"]["linf"]["max"] <= 8 / 255 + 1e-6
+    assert report["sets"]["pgd"]["final_accuracy"] < report["sets"]["clean"]["final_accuracy"]
+    md = (tmp_path / "report.md").read_text()
+    assert "eec.png" in md and "| clean |" in md
