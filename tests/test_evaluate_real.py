@@ -32,6 +32,16 @@ N_EVAL = 500
 ZOO_NAME = "resnet56_sdn_cifar10"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Batch-1 inference on a busy 2-core box: one thread avoids OpenMP oversubscription
+    stalls (timings are not asserted, but they decide how long this test takes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cifar_test(cifar10_test_root):
     return load_dataset("cifar10", "test", cifar10_test_root)

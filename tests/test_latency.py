@@ -69,7 +69,7 @@ def env(tmp_path_factory):
 def test_latency_cli_worst_case_and_adversarial(env, capsys):
     root, mdir = env
     base = ["latency", "--model", str(mdir), "--data-root", str(root / "data"), "--rad", "99",
-            "--runtime-n", "3"]
+            "--runtime-n", "3", "--threads", "1"]
     assert main(base) == 0
     out = capsys.readouterr().out
     assert "worst case" in out and "amplification" in out and "measured here" in out

@@ -86,6 +86,10 @@ def load_context(args, need_clean_outputs: bool, check_exits=None) -> Context:
     `check_exits(K)` is called before any forward pass, to reject bad options early."""
     device = resolve_device(args.device)
     model, meta, path = load_model(args.model, device)
+    if device.type == "cpu":
+        # as in training: CPU convolutions run ~30% faster in channels-last layout. Every
+        # forward of the command (batched and the early-exit runtime) uses the same model.
+        model = model.to(memory_format=torch.channels_last)
     test = load_dataset(meta["dataset"], "test", args.data_root)
     total = len(test)
     for flag, value in (("--n", args.n), ("--calib-n", args.calib_n)):

@@ -36,7 +36,7 @@ def plot_eec(curves: Mapping[str, Tuple[Sequence, Sequence[float]]], path: os.Pa
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
