@@ -46,6 +46,26 @@ def test_ic_only_needs_a_cnn(cifar10_root, tmp_path, capsys):
     assert "--from" in capsys.readouterr().err
 
 
+def test_cnn_warm_start_continues_from_a_cnn(cifar10_root, tmp_path, capsys):
+    first, second = tmp_path / "cnn", tmp_path / "cnn2"
+    assert _train(cifar10_root, first, "--mode", "cnn", "--epochs", "1", "--train-n", "256") == 0
+    assert _train(cifar10_root, second, "--mode", "cnn", "--from", str(first), "--epochs", "1",
+                  "--lr", "1e-6", "--train-n", "256") == 0
+    a, meta_a = load_model_dir(first)
+    b, meta_b = load_model_dir(second)
+    assert meta_b["mode"] == "cnn" and meta_b["recipe"]["lr"] == 1e-6
+    assert meta_b["parent"]["path"] == str(first) and meta_b["parent"]["history"] == meta_a["history"]
+    # the second stage started from the first one's weights (a tiny learning rate barely
+    # moves them, while a fresh initialisation would be far away) and did train
+    start = dict(a.named_parameters())
+    assert any(not torch.equal(p, start[n]) for n, p in b.named_parameters())
+    assert max((p - start[n]).abs().max().item() for n, p in b.named_parameters()) < 1e-3
+    # joint SDN training always starts from scratch
+    capsys.readouterr()
+    assert _train(cifar10_root, tmp_path / "x", "--mode", "sdn", "--from", str(first)) == 2
+    assert "--from" in capsys.readouterr().err
+
+
 def test_killed_run_resumes_to_the_same_result(cifar10_root, tmp_path, monkeypatch):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert _train(cifar10_root, full, "--mode", "cnn", "--epochs", "2") == 0

@@ -33,3 +33,10 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def parent_record(path, meta: dict) -> dict:
+    """What a model directory records about the model it was trained from (its lineage)."""
+    return {"path": str(path), "recipe": meta.get("recipe"), "seed": meta.get("seed"),
+            "accuracy": meta.get("accuracy"), "train_seconds": meta.get("train_seconds"),
+            "history": meta.get("history"), "parent": meta.get("parent")}

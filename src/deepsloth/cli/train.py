@@ -11,7 +11,7 @@ from ..models.io import load_model_dir
 from ..models.registry import attach_ics, create_model, parse_name
 from ..train.loop import train_model
 from ..train.recipes import MODES, default_recipe
-from .common import add_data_root, add_device, positive_int
+from .common import add_data_root, add_device, parent_record, positive_int
 
 
 def run(args) -> int:
@@ -27,20 +27,22 @@ def run(args) -> int:
         test_set = test_set.subset(args.test_n)
     meta = {"arch": arch, "dataset": args.dataset, "num_classes": train_set.num_classes,
             "input_size": train_set.image_size}
-    if args.mode == "ic-only":
-        if not args.init_from:
-            raise DeepslothError("--mode ic-only needs --from DIR, a trained CNN model directory")
-        cnn, parent = load_model_dir(args.init_from)
+    if args.mode == "ic-only" and not args.init_from:
+        raise DeepslothError("--mode ic-only needs --from DIR, a trained CNN model directory")
+    if args.init_from:
+        if args.mode == "sdn":
+            raise DeepslothError("--from is only used with --mode ic-only (the CNN to attach ICs to) "
+                                 "or --mode cnn (a CNN to continue training)")
+        model, parent = load_model_dir(args.init_from)
         if parent["arch"] != arch or parent["dataset"] != args.dataset or parent["mode"] != "cnn":
             raise DeepslothError(f"--from {args.init_from} is a {parent['mode']} {parent['arch']} on "
                                  f"{parent['dataset']}, not a {arch} CNN on {args.dataset}")
-        model = attach_ics(cnn, args.dataset, seed=args.seed)
-        meta["parent"] = {"path": str(args.init_from), "recipe": parent.get("recipe"),
-                          "seed": parent.get("seed"), "accuracy": parent.get("accuracy"),
-                          "train_seconds": parent.get("train_seconds")}
+        meta["parent"] = parent_record(args.init_from, parent)
+        if args.mode == "ic-only":
+            model = attach_ics(model, args.dataset, seed=args.seed)
+        # else: a warm start, continuing the CNN under a new schedule (e.g. a second one-cycle
+        # on a CPU budget); its recipe and history stay recorded under "parent".
     else:
-        if args.init_from:
-            raise DeepslothError("--from is only used with --mode ic-only")
         model = create_model(arch, args.dataset, sdn=args.mode == "sdn", seed=args.seed)
     out = Path(args.out)
     if (out / "model.json").exists() and not (out / "checkpoint.json").exists() and not args.overwrite:
@@ -61,7 +63,7 @@ def register(sub) -> None:
     p.add_argument("--mode", default="cnn", choices=MODES,
                    help="cnn: final exit only; ic-only: freeze a trained CNN (--from) and train its ICs; "
                         "sdn: all exits jointly with the cost-weighted loss")
-    p.add_argument("--from", dest="init_from", default=None, help="trained CNN model directory (ic-only)")
+    p.add_argument("--from", dest="init_from", default=None, help="trained CNN model directory: ic-only attaches ICs to it; cnn continues training it")
     p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
                    help="paper: SPEC 3 schedules (100 / 25 epochs); fast: one-cycle for CPU budgets")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")

@@ -16,7 +16,7 @@ from ..models.zoo import ZOO_DIR, zoo_entries
 from ..models.zoo_recipes import ZOO_RECIPES
 from ..train.loop import train_model
 from ..train.recipes import default_recipe
-from .common import add_data_root, add_device, add_json, print_json
+from .common import add_data_root, add_device, add_json, parent_record, print_json
 
 
 def _summary(name: str, meta: dict) -> dict:
@@ -57,25 +57,34 @@ def run_train(args) -> int:
     device = resolve_device(args.device)
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
     out = Path(args.out or f"runs/{name}")
-    cnn_dir, sdn_dir = out / "cnn", out / "sdn"
+    sdn_dir = out / "sdn"
     train_set = load_dataset(dataset, "train", args.data_root)
     test_set = load_dataset(dataset, "test", args.data_root)
     base = {"arch": arch, "dataset": dataset, "num_classes": train_set.num_classes,
             "input_size": train_set.image_size}
-    steps = {k: dict(spec[k]) for k in ("cnn", "ic-only")}
+    # The CNN may be made in several stages: the first from scratch, each later one continuing
+    # the previous under a fresh schedule (how the CPU-trained models were made).
+    cnn_stages = spec["cnn"] if isinstance(spec["cnn"], list) else [spec["cnn"]]
+    ic_stage = dict(spec["ic-only"])
     if args.recipe:
-        for k in steps:
-            steps[k] = {"recipe": args.recipe, "epochs": None}
-    if not (cnn_dir / "model.json").exists() or (cnn_dir / "checkpoint.json").exists():
-        r = default_recipe(arch, "cnn", steps["cnn"]["recipe"], epochs=steps["cnn"]["epochs"])
-        train_model(create_model(arch, dataset, sdn=False, seed=seed), mode="cnn", recipe=r,
-                    train_set=train_set, test_set=test_set, out_dir=cnn_dir, meta=base, seed=seed,
-                    device=device, resume=True)
-    cnn, parent = load_model_dir(cnn_dir)
-    r = default_recipe(arch, "ic-only", steps["ic-only"]["recipe"], epochs=steps["ic-only"]["epochs"])
-    meta = dict(base, zoo_name=name, parent={"recipe": parent.get("recipe"), "seed": parent.get("seed"),
-                                             "accuracy": parent.get("accuracy"),
-                                             "train_seconds": parent.get("train_seconds")})
+        cnn_stages = [{"recipe": args.recipe}]
+        ic_stage = {"recipe": args.recipe}
+    prev_dir = None
+    for i, stage in enumerate(cnn_stages):
+        stage_dir = out / ("cnn" if i == 0 else f"cnn{i + 1}")
+        if not (stage_dir / "model.json").exists() or (stage_dir / "checkpoint.json").exists():
+            r = default_recipe(arch, "cnn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"))
+            if prev_dir is None:
+                model, meta = create_model(arch, dataset, sdn=False, seed=seed), dict(base)
+            else:
+                model, parent_meta = load_model_dir(prev_dir)
+                meta = dict(base, parent=parent_record(prev_dir, parent_meta))
+            train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
+                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True)
+        prev_dir = stage_dir
+    cnn, parent = load_model_dir(prev_dir)
+    r = default_recipe(arch, "ic-only", ic_stage["recipe"], epochs=ic_stage.get("epochs"), lr=ic_stage.get("lr"))
+    meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))
     train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
                 test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True)
     print(f"trained {name}: {sdn_dir}")
