@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 from torch import nn
 
+from ..data.augment import to_float01  # noqa: F401  (re-exported)
 from .objectives import Objective, as_logits
 
 
@@ -29,13 +30,6 @@ def model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
-
-
-def to_float01(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]; float images -> float32 (no copy if already)."""
-    if x.dtype == torch.uint8:
-        return x.float().div_(255)
-    return x.float()
 
 
 def derive_seed(seed: int, *keys: Any) -> int:

@@ -25,14 +25,34 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind, minimum, strict: bool, what: str):
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum or (strict and value == minimum):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 1, False, "a positive integer")
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, 0, False, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    return _number(text, float, 0.0, True, "a positive number")
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    return _number(text, float, 0.0, False, "a number >= 0")
 
 
 def parent_record(path, meta: dict) -> dict:

@@ -18,41 +18,8 @@ from ..metrics.latency import (DEFAULT_BANDWIDTH_BPS, DEFAULT_DEVICE_OPS_PER_S, 
                                DEFAULT_SERVER_OPS_PER_S, LatencyModel, split_tensor_bytes)
 from ..errors import DeepslothError
 from ..io import write_json
-from .common import add_json, positive_int, print_json
+from .common import add_json, nonneg_float, nonneg_int, positive_float, positive_int, print_json
 from .evaluate import add_common, inputs_summary, load_context
-
-
-def _positive_float(text: str) -> float:
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v:g}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v:g}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
 
 
 def run_latency(args) -> Dict[str, Any]:
@@ -184,15 +151,15 @@ def register(sub) -> None:
                                    "and the amplification E[T|adv] / E[T|clean] per RAD budget (SPEC 6). "
                                    "Also measures the single-machine slowdown with the early-exit runtime.")
     add_common(p)
-    p.add_argument("--device-gops", type=_positive_float, default=DEFAULT_DEVICE_OPS_PER_S / 1e9,
+    p.add_argument("--device-gops", type=positive_float, default=DEFAULT_DEVICE_OPS_PER_S / 1e9,
                    help="edge device speed in G ops/s (default: %(default)g, a Raspberry-Pi-class CPU)")
-    p.add_argument("--server-gops", type=_positive_float, default=DEFAULT_SERVER_OPS_PER_S / 1e9,
+    p.add_argument("--server-gops", type=positive_float, default=DEFAULT_SERVER_OPS_PER_S / 1e9,
                    help="server speed in G ops/s (default: %(default)g, a GPU)")
     p.add_argument("--split", type=positive_int, default=None,
                    help="exits 1..S run on the device (default: the last IC at <= 50%% of the cost)")
-    p.add_argument("--bandwidth-mbps", type=_positive_float, default=DEFAULT_BANDWIDTH_BPS / 1e6,
+    p.add_argument("--bandwidth-mbps", type=positive_float, default=DEFAULT_BANDWIDTH_BPS / 1e6,
                    help="uplink bandwidth in Mbit/s (default: %(default)g)")
-    p.add_argument("--rtt-ms", type=_nonneg_float, default=DEFAULT_RTT_S * 1000,
+    p.add_argument("--rtt-ms", type=nonneg_float, default=DEFAULT_RTT_S * 1000,
                    help="network round-trip time in ms (default: %(default)g)")
     p.add_argument("--tx-bytes", type=int, default=None,
                    help="bytes uploaded per offloaded input (default: the float32 block output at the split, "
@@ -201,7 +168,7 @@ def register(sub) -> None:
                    help="time the per-exit compute on this machine (batch 1) and use it as the device's "
                         "(the server is server-gops/device-gops times faster) instead of ops / speed")
     p.add_argument("--measure-n", type=positive_int, default=50, help="images timed by --measure (default: 50)")
-    p.add_argument("--runtime-n", type=_nonneg_int, default=200,
+    p.add_argument("--runtime-n", type=nonneg_int, default=200,
                    help="inputs run through the early-exit runtime for the measured slowdown; 0 skips it "
                         "(default: 200)")
     p.add_argument("--threads", type=positive_int, default=None,

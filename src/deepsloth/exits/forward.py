@@ -11,6 +11,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from ..data.augment import to_float01  # noqa: F401  (re-exported)
 from ..progress import progress
 
 
@@ -33,11 +34,6 @@ class ExitOutputs:
         """Top-1 accuracy of every exit, as fractions."""
         labels = labels.to(self.prediction.device)
         return (self.prediction == labels.unsqueeze(0)).float().mean(dim=1).tolist()
-
-
-def to_float01(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1]; float images pass through."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
 def as_exit_list(out) -> List[torch.Tensor]:
