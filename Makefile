@@ -6,7 +6,7 @@ install:
 	$(PYTHON) -m pip install -e ".[test]"
 
 test:
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=10 tests
 
 bench:
 	$(PYTHON) benchmarks/train_throughput.py

@@ -33,7 +33,11 @@ import torch
 from .. import __version__
 from ..adversarial import save_adversarial
 from ..errors import DeepslothError
+from ..exits.calibrate import load_or_calibrate_thresholds
+from ..exits.evaluate import evaluate_exits, exit_costs_for
+from ..exits.forward import collect_exit_outputs
 from ..io import load_tensors, read_json, save_tensors, write_json
+from ..metrics.efficacy import efficacy_reduction
 from ..progress import progress
 from .common import add_data_root, add_device, add_json, positive_int, print_json
 
@@ -192,30 +196,15 @@ def craft_samples(attack, images: torch.Tensor, labels: torch.Tensor, batch_size
 def evaluate_attack(model, meta, model_path, clean_images, adv_inputs, labels, device, batch_size,
                     rads) -> Dict[str, Any]:
     """Clean vs attacked with the evaluation API (thresholds calibrated on the clean inputs)."""
-    try:
-        from ..exits.calibrate import load_or_calibrate_thresholds
-        from ..exits.evaluate import evaluate_exits
-        from ..exits.forward import collect_exit_outputs
-        from ..metrics.efficacy import efficacy_reduction
-    except ImportError as exc:  # pragma: no cover - the evaluation layer is optional here
-        return {"skipped": f"evaluation API not available ({exc})"}
-    try:
-        from ..exits.evaluate import exit_costs_for
-        costs = exit_costs_for(model, meta, tuple(clean_images.shape[1:])).normalised
-    except ImportError:  # pragma: no cover
-        costs = meta["cost"]["normalised"]
+    costs = exit_costs_for(model, meta, tuple(clean_images.shape[1:])).normalised
     clean_out = collect_exit_outputs(model, clean_images, batch_size=batch_size, device=device,
                                      desc="clean forward")
     adv_out = collect_exit_outputs(model, adv_inputs, batch_size=batch_size, device=device,
                                    desc="adversarial forward")
     try:
-        try:   # reuse the clean forward when the calibration API accepts it
-            thresholds = load_or_calibrate_thresholds(model_path, model, meta, clean_images, labels,
-                                                      rads=rads, device=device, outputs=clean_out,
-                                                      batch_size=batch_size)
-        except TypeError:
-            thresholds = load_or_calibrate_thresholds(model_path, model, meta, clean_images, labels,
-                                                      rads=rads, device=device)
+        thresholds = load_or_calibrate_thresholds(model_path, model, meta, clean_images, labels,
+                                                  rads=rads, device=device, outputs=clean_out,
+                                                  batch_size=batch_size)
     except DeepslothError as exc:
         return {"skipped": f"threshold calibration failed: {exc}",
                 "clean": {"final_accuracy": clean_out.accuracy(labels)[-1]},
