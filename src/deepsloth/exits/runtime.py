@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..models.fold import fold_batchnorm
 from ..progress import progress
 from .forward import ExitOutputs, as_exit_list, to_float01
 from .policies import ExitPolicy, check_threshold, exit_stats, first_firing, make_policy
@@ -84,8 +85,11 @@ class EarlyExitRunner:
     """
 
     def __init__(self, model: nn.Module, threshold: float, policy: Optional[str | ExitPolicy] = "confidence",
-                 device: Optional[torch.device | str] = None, num_classes: Optional[int] = None):
-        self.model = model
+                 device: Optional[torch.device | str] = None, num_classes: Optional[int] = None,
+                 fold_bn: bool = True):
+        # the same BN-folded network the batched evaluation runs (collect_exit_outputs), so the
+        # two agree; fold_bn=False runs the model as given
+        self.model = fold_batchnorm(model) if fold_bn else model
         self.policy = make_policy(policy, num_classes)
         self.threshold = check_threshold(self.policy, threshold)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
