@@ -101,4 +101,14 @@ def test_the_folded_copy_is_reused_until_the_model_changes():
         for u, v in zip(model(x), b(x)):
             assert (u - v).abs().max() <= 1e-5 * u.abs().max() + 1e-6
     model.train()(x)  # a training-mode forward updates the BN running statistics in place
-    assert fold_batchnorm(model) is not b
+    c = fold_batchnorm(model)
+    assert c is not b
+    calls = []
+    handle = model.blocks[3].register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    d = fold_batchnorm(model)  # a new hook: the copy must carry it
+    assert d is not c
+    with torch.no_grad():
+        d.eval()(x)
+    assert calls == [2]
+    handle.remove()
+    assert fold_batchnorm(model) is not d

@@ -59,13 +59,16 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 # model -> (state signature, folded copy); the signature changes whenever any parameter or
-# buffer is replaced or modified in place (tensor version counters), so a stale copy is never used
+# buffer is replaced or modified in place (tensor version counters) or a forward hook is added
+# or removed, so a stale copy is never used
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
 
 
 def _signature(model: nn.Module) -> tuple:
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device, t.stride())
-                 for t in itertools.chain(model.parameters(), model.buffers()))
+    tensors = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.stride())
+                    for t in itertools.chain(model.parameters(), model.buffers()))
+    hooks = tuple((tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in model.modules())
+    return tensors, hooks
 
 
 def clear_fold_cache() -> None:
