@@ -109,3 +109,25 @@ def test_sdn_loss_weights():
     assert w == [0.01, 0.01, 1.0]
     w = loop.exit_weights([0.25, 0.5, 1.0], epoch=5, epochs=10)
     assert w == pytest.approx([0.01 + 5 * 0.25 / 10, 0.01 + 5 * 0.5 / 10, 1.0])
+
+
+def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, monkeypatch):
+    import deepsloth.cli.zoo as zoo
+    from deepsloth.data import load_dataset
+
+    recipe = {"arch": "resnet56", "dataset": "cifar10", "seed": 0, "store_dtype": "float32",
+              "cnn": [{"recipe": "fast", "epochs": 1}, {"recipe": "fast", "epochs": 1, "lr": 1e-6}],
+              "ic-only": {"recipe": "fast", "epochs": 1}}
+    monkeypatch.setattr(zoo, "ZOO_RECIPES", {"resnet56_sdn_cifar10": recipe})
+    monkeypatch.setattr(zoo, "load_dataset",
+                        lambda name, split, root=None: load_dataset(name, split, root).subset(256 if split == "train" else 100))
+    out = tmp_path / "zoo"
+    assert main(["zoo", "train", "resnet56", "--out", str(out), "--data-root", str(cifar10_root),
+                 "--device", "cpu"]) == 0
+    _, first = load_model_dir(out / "cnn")
+    _, second = load_model_dir(out / "cnn2")
+    sdn, meta = load_model_dir(out / "sdn")
+    assert "parent" not in first and second["parent"]["path"] == str(out / "cnn")
+    assert second["recipe"]["lr"] == 1e-6 and meta["parent"]["path"] == str(out / "cnn2")
+    assert meta["parent"]["parent"]["path"] == str(out / "cnn")  # the whole lineage is kept
+    assert meta["mode"] == "ic-only" and meta["exits"] == 28 and meta["zoo_name"] == "resnet56_sdn_cifar10"
