@@ -76,6 +76,12 @@ def test_only_safe_pairs_fold_and_untraceable_models_pass_through():
         assert torch.allclose(m(x)[0], folded(x)[0], atol=1e-5)
     u = _Untraceable()
     assert conv_bn_pairs(u) == [] and fold_batchnorm(u) is u
+    # a BN without running statistics uses batch statistics even in eval: never folded
+    s = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False),
+                      nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, affine=False)).eval()
+    assert conv_bn_pairs(s) == [("2", "3")]
+    with torch.no_grad():
+        assert torch.allclose(s(x), fold_batchnorm(s)(x), atol=1e-5)
 
 
 def test_collect_exit_outputs_same_with_and_without_folding():

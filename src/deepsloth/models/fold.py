@@ -42,8 +42,9 @@ def conv_bn_pairs(model: nn.Module) -> List[Tuple[str, str]]:
             calls[node.target] = calls.get(node.target, 0) + 1
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
-            continue
+        bn = modules.get(node.target)
+        if node.op != "call_module" or not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None:
+            continue  # (a BN without running statistics normalises by batch statistics: not foldable)
         src = node.args[0] if node.args else None
         if (isinstance(src, fx.Node) and src.op == "call_module"
                 and type(modules.get(src.target)) is nn.Conv2d and len(src.users) == 1
