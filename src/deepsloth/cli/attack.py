@@ -39,7 +39,7 @@ from ..exits.forward import collect_exit_outputs
 from ..io import load_tensors, read_json, save_tensors, write_json
 from ..metrics.efficacy import efficacy_reduction
 from ..progress import progress
-from .common import add_data_root, add_device, add_json, positive_int, print_json
+from .common import add_data_root, add_device, add_json, emit, positive_int
 
 ATTACKS = ("deepsloth", "pgd", "pgd-avg", "pgd-max", "uap")
 PGD_OBJECTIVES = {"pgd": "final", "pgd-avg": "avg", "pgd-max": "max"}
@@ -338,12 +338,7 @@ def print_report(r: Dict[str, Any]) -> None:
 
 
 def run(args) -> int:
-    record = run_attack(args)
-    if args.json:
-        print_json(record)
-    else:
-        print_report(record)
-    return 0
+    return emit(run_attack(args), args.json, print_report)
 
 
 def register(sub) -> None:

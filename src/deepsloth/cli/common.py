@@ -25,6 +25,15 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def emit(result: Any, as_json: bool, print_report) -> int:
+    """Print a command's result as JSON (`--json`) or as its text report; exit code 0."""
+    if as_json:
+        print_json(result)
+    else:
+        print_report(result)
+    return 0
+
+
 def _number(text: str, kind, minimum, strict: bool, what: str):
     try:
         value = kind(text)

@@ -25,7 +25,7 @@ from ..exits.policies import POLICIES, ExitPolicy, make_policy
 from ..io import write_json
 from ..metrics.efficacy import efficacy, efficacy_reduction
 from ..models.zoo import load_model
-from .common import add_data_root, add_device, add_json, positive_int, print_json
+from .common import add_data_root, add_device, add_json, emit, positive_int
 
 
 @dataclass
@@ -215,12 +215,7 @@ def print_report(r: Dict[str, Any]) -> None:
 
 
 def run(args) -> int:
-    result = run_evaluate(args)
-    if args.json:
-        print_json(result)
-    else:
-        print_report(result)
-    return 0
+    return emit(run_evaluate(args), args.json, print_report)
 
 
 def register(sub) -> None:

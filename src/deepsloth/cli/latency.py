@@ -18,7 +18,7 @@ from ..metrics.latency import (DEFAULT_BANDWIDTH_BPS, DEFAULT_DEVICE_OPS_PER_S, 
                                DEFAULT_SERVER_OPS_PER_S, LatencyModel, split_tensor_bytes)
 from ..errors import DeepslothError
 from ..io import write_json
-from .common import add_json, nonneg_float, nonneg_int, positive_float, positive_int, print_json
+from .common import add_json, emit, nonneg_float, nonneg_int, positive_float, positive_int
 from .evaluate import add_common, inputs_summary, load_context
 
 
@@ -136,12 +136,7 @@ def print_report(r: Dict[str, Any]) -> None:
 
 
 def run(args) -> int:
-    result = run_latency(args)
-    if args.json:
-        print_json(result)
-    else:
-        print_report(result)
-    return 0
+    return emit(run_latency(args), args.json, print_report)
 
 
 def register(sub) -> None:

@@ -27,7 +27,9 @@ def conv_bn_pairs(model: nn.Module) -> List[Tuple[str, str]]:
     """Qualified names of (conv, bn) pairs where the BN reads only that conv's output."""
     from torch import fx
     # trace a hook-free copy: tracing runs the modules' forward hooks, which may have side effects
-    probe = copy.deepcopy(model)
+    # (the copy shares the parameter and buffer tensors: only the module objects are copied)
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    probe = copy.deepcopy(model, memo=shared)
     for m in probe.modules():
         for hooks in (m._forward_hooks, m._forward_pre_hooks):
             hooks.clear()
