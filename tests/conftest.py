@@ -38,3 +38,18 @@ def cifar10_test_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar10-test-cache")
     import_cifar10([CIFAR_TEST_ZIP], root)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module single-threaded (`pytestmark = pytest.mark.usefixtures("one_thread")`).
+
+    Small models and batch-1 inference gain nothing from intra-op threads, and on a busy
+    2-core machine OpenMP's spinning makes every small op wait for a time slice. On CUDA the
+    CPU thread count does not matter and is left alone."""
+    import torch
+    before = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

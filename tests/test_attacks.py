@@ -18,17 +18,9 @@ from deepsloth.attacks import (PGD, UAP, DeepSloth, apply_universal, deepsloth_d
                                project_l1, random_in_ball, sparse_sign, steepest_direction,
                                uniform_ic_loss)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOL = {"linf": 1e-6, "l2": 1e-4, "l1": 1e-4}   # l_inf absolute, l_2 / l_1 relative
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's
-    spinning makes every small op wait for a time slice: run this module single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TinyExits(nn.Module):

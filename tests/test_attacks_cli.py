@@ -14,13 +14,7 @@ from deepsloth.data.cache import write_dataset
 from deepsloth.models import create_model
 from deepsloth.models.io import save_model_dir
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

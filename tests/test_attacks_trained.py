@@ -18,16 +18,7 @@ from deepsloth.errors import DeepslothError
 ZOO_NAME = "resnet56_sdn_cifar10"
 N = 200
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)   # steadier on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

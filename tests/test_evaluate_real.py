@@ -26,20 +26,10 @@ from deepsloth.exits.runtime import EarlyExitRunner, compare_with_batched
 from deepsloth.models.backbones import Backbone, PoolLinear
 from deepsloth.models.sdn import build_sdn
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 N_EVAL = 500
 ZOO_NAME = "resnet56_sdn_cifar10"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Batch-1 inference on a busy 2-core box: one thread avoids OpenMP oversubscription
-    stalls (timings are not asserted, but they decide how long this test takes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from deepsloth.exits.runtime import (EarlyExitRunner, compare_with_batched, meas
 from deepsloth.models.backbones import Backbone, PoolLinear
 from deepsloth.models.sdn import build_sdn
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def make_images(n: int, seed: int = 0) -> torch.Tensor:
     """uint8 images that differ in colour (random noise alone makes all inputs look alike)."""
@@ -48,15 +50,6 @@ class Opaque(nn.Module):
 
     def forward(self, x):
         return self.inner(x)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Batch-1 inference of a tiny model is fastest on one thread (and the CI box is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
