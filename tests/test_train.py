@@ -117,7 +117,7 @@ def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, mon
 
     recipe = {"arch": "resnet56", "dataset": "cifar10", "seed": 0, "store_dtype": "float32",
               "cnn": [{"recipe": "fast", "epochs": 1}, {"recipe": "fast", "epochs": 1, "lr": 1e-6}],
-              "ic-only": {"recipe": "fast", "epochs": 1}}
+              "average": {"last": 2, "bn_images": 64}, "ic-only": {"recipe": "fast", "epochs": 1}}
     monkeypatch.setattr(zoo, "ZOO_RECIPES", {"resnet56_sdn_cifar10": recipe})
     monkeypatch.setattr(zoo, "load_dataset",
                         lambda name, split, root=None: load_dataset(name, split, root).subset(256 if split == "train" else 100))
@@ -128,6 +128,10 @@ def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, mon
     _, second = load_model_dir(out / "cnn2")
     sdn, meta = load_model_dir(out / "sdn")
     assert "parent" not in first and second["parent"]["path"] == str(out / "cnn")
-    assert second["recipe"]["lr"] == 1e-6 and meta["parent"]["path"] == str(out / "cnn2")
-    assert meta["parent"]["parent"]["path"] == str(out / "cnn")  # the whole lineage is kept
+    _, avg = load_model_dir(out / "cnn-avg")
+    assert second["recipe"]["lr"] == 1e-6 and meta["parent"]["path"] == str(out / "cnn-avg")
+    assert [r["path"] for r in avg["averaged_from"]] == [str(out / "cnn"), str(out / "cnn2")]
+    assert avg["averaged_from"][1]["parent"]["path"] == str(out / "cnn")  # the whole lineage is kept
+    assert avg["recipe"]["bn_images"] == 64 and avg["accuracy"]["n"] == 100
+    assert meta["parent"]["averaged_from"][0]["path"] == str(out / "cnn")
     assert meta["mode"] == "ic-only" and meta["exits"] == 28 and meta["zoo_name"] == "resnet56_sdn_cifar10"

@@ -14,6 +14,7 @@ from ..models.io import load_model_dir, save_model_dir
 from ..models.registry import attach_ics, create_model
 from ..models.zoo import ZOO_DIR, zoo_entries
 from ..models.zoo_recipes import ZOO_RECIPES
+from ..train.average import average_model_dirs
 from ..train.loop import train_model
 from ..train.recipes import default_recipe
 from .common import add_data_root, add_device, add_json, parent_record, print_json
@@ -82,6 +83,15 @@ def run_train(args) -> int:
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
                         out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True)
         prev_dir = stage_dir
+    avg = spec.get("average") if not args.recipe else None
+    if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
+        avg_dir = out / "cnn-avg"
+        if not (avg_dir / "model.json").exists():
+            sources = [out / ("cnn" if i == 0 else f"cnn{i + 1}")
+                       for i in range(len(cnn_stages) - avg["last"], len(cnn_stages))]
+            average_model_dirs(sources, avg_dir, train_set, test_set, n_images=avg["bn_images"],
+                               seed=seed, device=device)
+        prev_dir = avg_dir
     cnn, parent = load_model_dir(prev_dir)
     r = default_recipe(arch, "ic-only", ic_stage["recipe"], epochs=ic_stage.get("epochs"), lr=ic_stage.get("lr"))
     meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))

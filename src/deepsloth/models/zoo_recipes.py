@@ -1,7 +1,10 @@
 """How every zoo model is (re)made: CNN training, then IC-only training on top (SPEC 3).
 
-`deepsloth zoo train NAME` runs exactly these two steps with `deepsloth train`'s loop; the
-resulting directories record the recipe, seed and data source in their `model.json`.
+`deepsloth zoo train NAME` runs these steps with `deepsloth train`'s loop: the CNN stages in
+order (each later stage continues the previous one under a fresh one-cycle schedule), then,
+where a recipe says `average`, the mean of the last stages' weights with BatchNorm statistics
+re-estimated on training images (`deepsloth.train.average`), then the IC-only SDN. Every
+directory records its recipe, seed, data source and lineage in its `model.json`.
 """
 from __future__ import annotations
 
@@ -10,7 +13,10 @@ from typing import Dict
 ZOO_RECIPES: Dict[str, Dict] = {
     "resnet56_sdn_cifar10": {
         "arch": "resnet56", "dataset": "cifar10", "seed": 0,
-        "cnn": {"recipe": "fast", "epochs": 9}, "ic-only": {"recipe": "fast", "epochs": 3},
+        "cnn": [{"recipe": "fast", "epochs": 9}, {"recipe": "fast", "epochs": 20, "lr": 0.1},
+                {"recipe": "fast", "epochs": 12, "lr": 0.05}],
+        "average": {"last": 2, "bn_images": 10000},   # mean of the last two CNN stages' weights
+        "ic-only": {"recipe": "fast", "epochs": 3},
         "store_dtype": "float32",
     },
     "mobilenet_sdn_cifar10": {
