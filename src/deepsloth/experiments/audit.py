@@ -116,7 +116,7 @@ def run_audit(cfg: AuditConfig, out_dir: Optional[Path] = None,
     test, train = _inputs(cfg, dataset)
     x = test.images.float() / 255
     y = test.labels
-    log(f"auditing {model_dir} on {len(test)} {test.source or dataset} test inputs")
+    log(f"auditing {model_dir} on {len(test)} test inputs from the {test.source or dataset}")
 
     clean_out = collect_exit_outputs(model, x, device=device, desc="clean forward")
     thresholds, calib = calibration_for(model_dir, model, meta, test.images, y, rads=cfg.rads,
