@@ -57,3 +57,21 @@ def test_audit_on_the_default_model(tmp_path):
     assert report["sets"]["pgd"]["final_accuracy"] < report["sets"]["clean"]["final_accuracy"]
     md = (tmp_path / "report.md").read_text()
     assert "eec.png" in md and "| clean |" in md
+
+
+def test_lineage_counts_every_stage_once():
+    from deepsloth.cli.zoo import lineage
+    rec = lambda path, name, ep, sec, **kw: {"path": path, "train_seconds": sec, **kw,
+                                             "recipe": {"name": name, "epochs": ep, "lr": 0.1}}
+    a = rec("a", "fast-cnn", 9, 100.0)
+    b = rec("b", "fast-cnn", 20, 200.0, parent=a)
+    c = rec("c", "fast-cnn", 12, 300.0, parent=b)
+    avg = {"path": "avg", "train_seconds": 5.0, "recipe": {"name": "weight-average"}, "averaged_from": [b, c]}
+    sdn = rec("sdn", "fast-ic-only", 3, 40.0, parent=avg)
+    stages, seconds = lineage(sdn)
+    assert stages == ["fast-cnn 9 ep lr 0.1", "fast-cnn 20 ep lr 0.1", "fast-cnn 12 ep lr 0.1",
+                      "mean of 2", "fast-ic-only 3 ep lr 0.1"]
+    assert seconds == 645.0
+    # the shipped default records its whole lineage
+    stages, seconds = lineage(load_model(DEFAULT_MODEL)[1])
+    assert stages[-1].startswith("fast-ic-only") and seconds > 0

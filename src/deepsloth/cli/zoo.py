@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Dict, List, Tuple
 import shutil
 from pathlib import Path
 
@@ -20,11 +21,49 @@ from ..train.recipes import default_recipe
 from .common import add_data_root, add_device, add_json, parent_record, print_json
 
 
+def _stage(rec: dict) -> str:
+    r = rec.get("recipe") or {}
+    if r.get("name") == "weight-average":
+        return f"mean of {len(rec.get('averaged_from') or [])}"
+    return f"{r.get('name')} {r.get('epochs')} ep" + (f" lr {r['lr']:g}" if r.get("lr") is not None else "")
+
+
+def lineage(meta: dict) -> Tuple[List[str], float]:
+    """The training stages behind a model, oldest first, and their total training seconds.
+
+    Follows `parent` records; for a weight average, the chain of its last source (which, in the
+    zoo recipes, descends from the others) plus every other source's own seconds, each counted once.
+    """
+    stages: List[str] = []
+    seconds: Dict[str, float] = {}
+
+    def walk(rec: dict, key: str) -> None:
+        avg = rec.get("averaged_from") or []
+        for src in avg[:-1]:
+            _count(src)
+        if avg:
+            walk(avg[-1], avg[-1].get("path", key + "/avg"))
+        elif rec.get("parent"):
+            walk(rec["parent"], rec["parent"].get("path", key + "/parent"))
+        stages.append(_stage(rec))
+        seconds[key] = rec.get("train_seconds") or 0.0
+
+    def _count(rec: dict) -> None:
+        seconds.setdefault(rec.get("path", str(id(rec))), rec.get("train_seconds") or 0.0)
+        for nxt in (rec.get("averaged_from") or []) + ([rec["parent"]] if rec.get("parent") else []):
+            _count(nxt)
+
+    walk(meta, "<model>")
+    return stages, float(sum(seconds.values()))
+
+
 def _summary(name: str, meta: dict) -> dict:
     acc = meta.get("accuracy", {})
+    stages, seconds = lineage(meta)
     return {"name": name, "arch": meta["arch"], "dataset": meta["dataset"], "mode": meta["mode"],
             "exits": meta.get("exits"), "final_accuracy": acc.get("final"),
             "per_exit_accuracy": acc.get("per_exit"), "recipe": meta.get("recipe", {}).get("name"),
+            "stages": stages, "train_seconds": round(seconds, 1),
             "data_source": meta.get("data_source"), "path": str(ZOO_DIR / name)}
 
 
@@ -36,10 +75,11 @@ def run_list(args) -> int:
     if not rows:
         print("no pretrained models installed")
         return 0
-    print(f"{'name':28s} {'arch':10s} {'dataset':8s} {'exits':>5s} {'final acc':>9s}  recipe")
+    print(f"{'name':28s} {'arch':10s} {'dataset':8s} {'exits':>5s} {'final acc':>9s} {'train h':>7s}  stages")
     for r in rows:
         acc = f"{r['final_accuracy'] * 100:.2f}%" if r["final_accuracy"] is not None else "-"
-        print(f"{r['name']:28s} {r['arch']:10s} {r['dataset']:8s} {r['exits']:>5} {acc:>9s}  {r['recipe']}")
+        print(f"{r['name']:28s} {r['arch']:10s} {r['dataset']:8s} {r['exits']:>5} {acc:>9s} "
+              f"{r['train_seconds'] / 3600:7.2f}  {' -> '.join(r['stages'])}")
     for name in sorted(set(ZOO_RECIPES) - {r["name"] for r in rows}):
         print(f"{name:28s} (not shipped; reproduce with `deepsloth zoo train {name.split('_')[0]}`)")
     return 0
