@@ -21,7 +21,10 @@ ZOO_RECIPES: Dict[str, Dict] = {
     },
     "mobilenet_sdn_cifar10": {
         "arch": "mobilenet", "dataset": "cifar10", "seed": 0,
-        "cnn": {"recipe": "fast", "epochs": 20}, "ic-only": {"recipe": "fast", "epochs": 4},
+        "cnn": [{"recipe": "fast", "epochs": 20}, {"recipe": "fast", "epochs": 10, "lr": 0.05},
+                {"recipe": "fast", "epochs": 20, "lr": 0.1}, {"recipe": "fast", "epochs": 12, "lr": 0.05}],
+        "average": {"last": 2, "bn_images": 10000},
+        "ic-only": {"recipe": "fast", "epochs": 4},
         "store_dtype": "float16",
     },
     "vgg16bn_sdn_cifar10": {
