@@ -1,7 +1,7 @@
 """Benchmark: the calibrate-and-evaluate job, our way vs. the reference implementation's way.
 
 The job: sweep the 19 thresholds 0.05..0.95 on clean CIFAR-10 test images, pick the
-thresholds for RAD 5% and 15%, and evaluate early exit at both (SPEC 4.2).
+thresholds for RAD 5% and 15%, and evaluate early exit at both (docs/method.md §4.2).
 
 * ours: ONE batched all-exit forward (`collect_exit_outputs`: inference mode, BatchNorm folded
   into the convolutions), then the sweep and both evaluations as tensor ops on its outputs;

@@ -82,19 +82,21 @@ def test_evaluate_json_has_the_documented_keys(env, capsys, tmp_path):
     r = json.loads(out)
     assert r == json.loads((tmp_path / "r.json").read_text())
     assert (tmp_path / "eec.png").read_bytes()[:4] == b"\x89PNG"
-    assert r["final_accuracy"] == 1.0 and len(r["per_exit_accuracy"]) == 28 and r["n"] == N
+    assert r["format"] == "deepsloth-comparison/1" and r["cell"] == "clean"
+    assert r["clean"]["final_accuracy"] == 1.0 and len(r["clean"]["per_exit_accuracy"]) == 28 and r["data"]["n"] == N
     assert set(r["rad"]) == {"50", "99"}
     for e in r["rad"].values():
-        assert {"threshold", "accuracy", "efficacy", "exit_counts", "mean_cost"} <= set(e)
-        assert len(e["exit_counts"]) == 28 and sum(e["exit_counts"]) == N
-        assert 0 <= e["efficacy"] <= 1 and 0 < e["mean_cost"] <= 1
+        c = e["clean"]
+        assert {"accuracy", "efficacy", "exit_counts", "mean_cost", "expected_latency_s"} <= set(c)
+        assert len(c["exit_counts"]) == 28 and sum(c["exit_counts"]) == N
+        assert 0 <= c["efficacy"] <= 1 and 0 < c["mean_cost"] <= 1 and e["attacked"] == c
     assert r["calibration"]["n"] == N and not r["calibration"]["cached"]
     assert (mdir / "thresholds.json").is_file()
     # --n: the first N images; thresholds calibrated on those same images
     rc, out, _ = run_cli(capsys, "evaluate", "--model", str(mdir), "--data-root", str(root / "data"),
                          "--rad", "99", "--n", "30", "--json")
     r30 = json.loads(out)
-    assert rc == 0 and r30["n"] == 30 and r30["calibration"]["n"] == 30
+    assert rc == 0 and r30["data"]["n"] == 30 and r30["calibration"]["n"] == 30
 
 
 def test_evaluate_text_report_and_reuse(env, capsys):
@@ -111,20 +113,25 @@ def test_evaluate_text_report_and_reuse(env, capsys):
 def test_evaluate_attack_results(env, capsys, name, n):
     root, mdir = env
     rc, out, err = run_cli(capsys, "evaluate", "--model", str(mdir), "--data-root", str(root / "data"),
-                           "--rad", "99", "--inputs", str(root / name), "--json")
+                           "--rad", "99", "--inputs", str(root / name), "--json", "--n", str(n), "--calib-n", str(N))
     assert rc == 0, err
     r = json.loads(out)
-    assert r["n"] == n and r["inputs"]["kind"] in ("samples", "universal")
+    assert r["data"]["n"] == n and r["crafting"]["file"] == str(root / name)
     assert r["calibration"]["n"] == N          # thresholds from the clean test set, held fixed
     e = r["rad"]["99"]
-    assert "clean_efficacy" in e and "efficacy_reduction" in e
+    assert sum(e["attacked"]["exit_counts"]) == n and "efficacy_reduction" in e
+    # a result of another size than the selected inputs is an error, not a silent mismatch
+    if name.startswith("samples"):
+        rc, _, err = run_cli(capsys, "evaluate", "--model", str(mdir), "--data-root", str(root / "data"),
+                             "--rad", "99", "--inputs", str(root / name))
+        assert rc == 2 and "holds 20 inputs but 60" in err
 
 
 def test_evaluate_errors_are_one_line(env, capsys):
     root, mdir = env
     rc, _, err = run_cli(capsys, "evaluate", "--model", str(mdir), "--data-root", str(root / "data"),
                          "--n", "1000")
-    assert rc == 2 and "exceeds the 60 images" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and "exceeds the 60 available" in err and len(err.strip().splitlines()) == 1
     rc, _, err = run_cli(capsys, "evaluate", "--model", str(mdir), "--data-root", str(root / "data"),
                          "--inputs", str(root / "missing"))
     assert rc == 2 and "attack result not found" in err

@@ -81,10 +81,10 @@ def test_latency_cli_worst_case_and_adversarial(env, capsys):
     assert lm["split"] == 5 and lm["source"] == "measured" and lm["rtt_s"] == 0
     assert lm["tx_bytes"] == 16 * 32 * 32 * 4
     e = r["rad"]["99"]
-    assert e["amplification"] == pytest.approx(e["adversarial"]["expected_latency_s"]
-                                               / e["clean"]["expected_latency_s"])
-    assert not e["adversarial"]["worst_case"] and e["measured"]["n"] == 3
-    assert e["measured"]["slowdown"] == pytest.approx(e["measured"]["adversarial_mean_s"]
+    assert e["latency_amplification"] == pytest.approx(e["attacked"]["expected_latency_s"]
+                                                       / e["clean"]["expected_latency_s"])
+    assert "worst_case" not in e["attacked"] and e["measured"]["n"] == 3
+    assert e["measured"]["slowdown"] == pytest.approx(e["measured"]["attacked_mean_s"]
                                                       / e["measured"]["clean_mean_s"])
 
 
@@ -92,4 +92,4 @@ def test_latency_cli_rejects_bad_split(env, capsys):
     root, mdir = env
     rc = main(["latency", "--model", str(mdir), "--data-root", str(root / "data"), "--split", "99",
                "--runtime-n", "0"])
-    assert rc == 2 and "--split" in capsys.readouterr().err
+    assert rc == 2 and "split" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_sdn_loss_weights():
 
 
 def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, monkeypatch):
-    import deepsloth.cli.zoo as zoo
+    import deepsloth.experiments.zoo as zoo
     from deepsloth.data import load_dataset
 
     recipe = {"arch": "resnet56", "dataset": "cifar10", "seed": 0, "store_dtype": "float32",

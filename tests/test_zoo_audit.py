@@ -42,25 +42,30 @@ def test_shipped_model_accuracy_holds_on_the_bundled_subset(name):
 
 @pytest.mark.skipif(DEFAULT_MODEL not in zoo_names(), reason=f"zoo model {DEFAULT_MODEL} not shipped yet")
 def test_audit_on_the_default_model(tmp_path):
-    cfg = AuditConfig(n=50, universal_images=50, batch_size=50, device="cpu")
+    cfg = AuditConfig(n=50, batch_size=50, device="cpu")
     report = run_audit(cfg, tmp_path)
     for f in ("report.json", "report.md", "eec.png", "examples.png"):
         assert (tmp_path / f).is_file()
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["seed"] == 0 and saved["deepsloth_version"] and saved["config"]["n"] == 50
-    assert set(saved["sets"]) == {"clean", "deepsloth", "deepsloth-universal", "pgd"}
-    clean, ds, pgd = (report["sets"][k]["rad"]["5"] for k in ("clean", "deepsloth", "pgd"))
+    assert saved["config"]["seed"] == 0 and saved["deepsloth_version"] and saved["config"]["n"] == 50
+    assert set(saved["comparisons"]) == {"clean", "deepsloth-linf-sample", "deepsloth-linf-universal",
+                                         "pgd-linf-sample"}
+    comps = report["comparisons"]
+    clean, ds, pgd = (comps[k]["rad"]["5"] for k in ("clean", "deepsloth-linf-sample", "pgd-linf-sample"))
     assert clean["efficacy_reduction"] == 0 and clean["latency_amplification"] == 1
     assert ds["efficacy_reduction"] >= 0.9
     assert ds["latency_amplification"] > 1.2
-    assert report["sets"]["deepsloth"]["norms"]["linf"]["max"] <= 8 / 255 + 1e-6
-    assert report["sets"]["pgd"]["final_accuracy"] < report["sets"]["clean"]["final_accuracy"]
+    assert comps["deepsloth-linf-sample"]["norms"]["linf"]["max"] <= 8 / 255 + 1e-6
+    assert comps["pgd-linf-sample"]["attacked"]["final_accuracy"] < comps["clean"]["clean"]["final_accuracy"]
     md = (tmp_path / "report.md").read_text()
     assert "eec.png" in md and "| clean |" in md
+    # a second audit reuses every crafted result: identical numbers
+    again = run_audit(cfg, tmp_path)
+    assert all(again["comparisons"][k]["rad"] == comps[k]["rad"] for k in comps)
 
 
 def test_lineage_counts_every_stage_once():
-    from deepsloth.cli.zoo import lineage
+    from deepsloth.experiments.zoo import lineage
     rec = lambda path, name, ep, sec, **kw: {"path": path, "train_seconds": sec, **kw,
                                              "recipe": {"name": name, "epochs": ep, "lr": 0.1}}
     a = rec("a", "fast-cnn", 9, 100.0)

@@ -1,4 +1,4 @@
-"""Attacks on multi-exit networks: the PGD family, UAP and DeepSloth (SPEC 5).
+"""Attacks on multi-exit networks: the PGD family, UAP and DeepSloth (docs/method.md §5).
 
     from deepsloth.attacks import PGD, UAP, DeepSloth, apply_universal
     x_adv = PGD(model, objective="avg", eps=8/255, steps=20, step_size=0.001, seed=0)(x, y)

@@ -1,11 +1,11 @@
-"""DeepSloth (SPEC 5.2-5.5): push every internal classifier towards the uniform distribution
+"""DeepSloth (docs/method.md §5.2-5.5): push every internal classifier towards the uniform distribution
 so that no early exit fires and every input runs the whole network.
 
     x_adv  = DeepSloth(model, norm="linf")(x)                       # per-sample, [N,3,H,W]
     delta  = DeepSloth(model, scope="universal")(x_train)           # one delta [3,H,W]
     deltas = DeepSloth(model, scope="class")(x_train, y_train)      # one per class [C,3,H,W]
 
-Defaults are SPEC's, per norm and dataset (`dataset="cifar10"|"tinyimagenet"`; when not
+Defaults are the paper's (docs/method.md §5.3-5.5), per norm and dataset (`dataset="cifar10"|"tinyimagenet"`; when not
 given it is guessed from the input size: 64 px and up means Tiny ImageNet):
 
 * l_inf: eps 8/255, 30 steps of 0.002, uniform random start; x' <- x' - step * sign(grad).
@@ -22,7 +22,7 @@ given it is guessed from the input size: 64 px and up means Tiny ImageNet):
 
 Universal (`scope="universal"`): one delta shared by all inputs, crafted on (training)
 inputs passed to the call and applied as clamp(x + delta). The crafting set is `n_images`
-inputs chosen by a seeded permutation (default 250, SPEC's reference), visited `epochs`
+inputs chosen by a seeded permutation (default 250, the paper's), visited `epochs`
 times in batches of `batch_size`, with `steps` iterations per batch (l_inf: 20 steps of
 0.005, minimising the batch-averaged loss). `preset="strong"` uses 10x the images and two
 epochs; what was used is in `config()` and `last_info`. Class-universal (`scope="class"`)
@@ -36,6 +36,8 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import nn
 
+from ..validate import check_count, check_eps, check_number, check_positive
+from ..progress import progress
 from .base import Attack, derive_seed
 from .norms import (check_norm, clip_grad_l2, clip_to_ball, project, random_in_ball,
                     steepest_direction)
@@ -44,7 +46,7 @@ from .objectives import Objective, get_objective, objective_name, uniform_ic_los
 SCOPES = ("sample", "universal", "class")
 DATASET_FAMILIES = ("cifar10", "tinyimagenet")
 
-# SPEC 5.3 (per-sample) and 5.4 (universal), per norm and dataset family.
+# docs/method.md §5.3 (per-sample) and 5.4 (universal), per norm and dataset family.
 SAMPLE_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "linf": {
         "cifar10": {"eps": 8 / 255, "steps": 30, "step_size": 0.002, "random_start": True},
@@ -78,7 +80,7 @@ def dataset_family(dataset: Optional[str], image_size: Optional[int] = None) -> 
 
 def deepsloth_defaults(norm: str, scope: str = "sample", dataset: Optional[str] = None,
                        image_size: Optional[int] = None, preset: str = "reference") -> Dict[str, Any]:
-    """The SPEC hyper-parameters for one configuration."""
+    """The default hyper-parameters (docs/method.md §5) for one configuration."""
     norm = check_norm(norm)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
@@ -94,7 +96,29 @@ def deepsloth_defaults(norm: str, scope: str = "sample", dataset: Optional[str] 
     return p
 
 
+REFERENCE_START = 0.002   # the reference code's random start: uniform in [-0.002, 0.002], unclamped
+
+
+def _checked(p: Dict[str, Any], norm: str) -> Dict[str, Any]:
+    """Validate resolved hyper-parameters (one clear error naming the bad one)."""
+    check_eps(p["eps"], norm)
+    check_count("steps", p["steps"])
+    check_positive("step_size", p["step_size"])
+    if p.get("gamma") is not None:
+        check_number("gamma", p["gamma"], low=0.0, high=1.0, high_open=True)
+    for key in ("n_images", "batch_size", "epochs"):
+        if p.get(key) is not None:
+            check_count(key, p[key])
+    if p.get("random_start") not in (True, False, "reference"):
+        raise ValueError(f"random_start must be True, False or 'reference', got {p.get('random_start')!r}")
+    return p
+
+
 class DeepSloth(Attack):
+    """`random_start`: True (uniform in the eps ball, the default), False, or "reference" (uniform
+    in [-0.002, 0.002] and not clamped to [0, 1] before the first step, as the paper's code did;
+    docs/method.md §7)."""
+
     name = "deepsloth"
 
     def __init__(self, model: nn.Module, norm: str = "linf", scope: str = "sample",
@@ -127,16 +151,17 @@ class DeepSloth(Attack):
             n_images=n_images, batch_size=batch_size, epochs=epochs).items() if v is not None}
         self.last_info: Dict[str, Any] = {}
         self._image_size: Optional[int] = None
+        self.params()   # validate the hyper-parameters now, not at the first call
 
     # -- hyper-parameters ----------------------------------------------------------------
     def params(self, image_size: Optional[int] = None) -> Dict[str, Any]:
-        """Resolved hyper-parameters (SPEC defaults, then the caller's overrides)."""
+        """Resolved hyper-parameters (the defaults, then the caller's overrides)."""
         p = deepsloth_defaults(self.norm, self.scope, self.dataset,
                                image_size or self._image_size, self.preset)
         p.update(self.overrides)
         if self.norm == "l2" and p.get("gamma") is None:
             p["gamma"] = SAMPLE_DEFAULTS["l2"][p["dataset_family"]]["gamma"]
-        return p
+        return _checked(p, self.norm)
 
     def config(self) -> Dict[str, Any]:
         p = self.params()
@@ -184,7 +209,10 @@ class DeepSloth(Attack):
         eps = float(p["eps"])
         if not p["random_start"]:
             return torch.zeros(shape, device=self.device)
-        if self.norm == "l2":        # Gaussian direction with l_2 norm eps (SPEC 5.3)
+        if p["random_start"] == "reference":
+            u = torch.rand(shape, generator=generator) * (2 * REFERENCE_START) - REFERENCE_START
+            return u.to(self.device)
+        if self.norm == "l2":        # Gaussian direction with l_2 norm eps (docs/method.md §5.3)
             g = torch.randn(shape, generator=generator)
             g = project(g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1)) * eps,
                         "l2", eps)
@@ -208,7 +236,10 @@ class DeepSloth(Attack):
     # -- per-sample ------------------------------------------------------------------------
     def _per_sample(self, x: torch.Tensor, p: Dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         total, budget = int(p["steps"]), float(p["eps"])
-        x_adv = clip_to_ball(x + self._start(x.shape, p, generator), x, self.norm, budget)
+        if p["random_start"] == "reference":   # the reference's first iterate is not clamped
+            x_adv = x + self._start(x.shape, p, generator)
+        else:
+            x_adv = clip_to_ball(x + self._start(x.shape, p, generator), x, self.norm, budget)
         for t in range(total):
             budget = self._budget(p, t, total, budget)
             grad = self.input_grad(x_adv, self.objective, None)
@@ -231,15 +262,18 @@ class DeepSloth(Attack):
         total, budget = epochs * len(batches) * steps, float(p["eps"])
         delta = self._start((1,) + tuple(xs.shape[1:]), p, generator)
         t = 0
+        bar = progress(total=total, desc=f"universal DeepSloth ({self.norm})", unit="step")
         for _ in range(epochs):
             for xb in batches:
                 for _ in range(steps):
+                    bar.update(1)
                     budget = self._budget(p, t, total, budget)
                     d = delta.detach().requires_grad_(True)
                     loss = self.objective(self.logits((xb + d).clamp(0.0, 1.0)), None).mean()
                     (grad,) = torch.autograd.grad(loss, d)
                     delta = self._update(delta, grad, p, t, total, budget)
                     t += 1
+        bar.close()
         info = {"n_images": n, "batches": len(batches), "epochs": epochs, "iterations": total,
                 "final_eps": budget}
         return delta[0].detach(), info
@@ -254,7 +288,7 @@ class DeepSloth(Attack):
         base = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         deltas = torch.zeros((num_classes,) + tuple(x_all.shape[1:]), device=self.device)
         missing, per_class = [], {}
-        for c in range(num_classes):
+        for c in progress(range(num_classes), desc="class-universal DeepSloth", unit="class"):
             members = (labels == c).nonzero().flatten()
             if members.numel() == 0:
                 missing.append(c)

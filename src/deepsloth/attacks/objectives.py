@@ -62,7 +62,7 @@ def sum_ce(logits: Logits, labels: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 def uniform_ic_loss(logits: Logits, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """DeepSloth's loss (SPEC 5.2), to be *minimised*: sum over the internal classifiers (every
+    """DeepSloth's loss (docs/method.md §5.2), to be *minimised*: sum over the internal classifiers (every
     exit but the final one) of CE(uniform, softmax(f_i(x))) = -(1/C) sum_c log p_{i,c}.
     Uses no labels. A single-exit model has no ICs, so its loss is 0."""
     ics = logits[:-1]

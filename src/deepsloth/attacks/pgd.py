@@ -1,4 +1,4 @@
-"""PGD and its multi-exit variants, the accuracy-attack baselines of SPEC 5.1.
+"""PGD and its multi-exit variants, the accuracy-attack baselines of docs/method.md §5.1.
 
     PGD(model, objective="final")   maximise the final exit's cross-entropy (PGD)
     PGD(model, objective="avg")     maximise the mean cross-entropy over all exits (PGD-avg)
@@ -19,12 +19,13 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..validate import check_count, check_eps, check_positive
 from .base import Attack
 from .norms import check_norm, clip_to_ball, random_in_ball, steepest_direction
 from .objectives import Objective, exit_ce, get_objective, objective_name, sum_ce
 
-# SPEC 5.1 for l_inf (eps 8/255, 20 steps of 0.001). The l_2 / l_1 values are this
-# package's choices (SPEC defines the baselines in l_inf only).
+# docs/method.md §5.1 for l_inf (eps 8/255, 20 steps of 0.001). The l_2 / l_1 values are this
+# package's choices (the paper defines the baselines in l_inf only).
 PGD_DEFAULTS: Dict[str, Dict[str, float]] = {
     "linf": {"eps": 8 / 255, "steps": 20, "step_size": 0.001},
     "l2": {"eps": 0.5, "steps": 20, "step_size": 0.05},
@@ -42,9 +43,9 @@ class PGD(Attack):
         super().__init__(model, seed=seed, device=device)
         self.norm = check_norm(norm)
         d = PGD_DEFAULTS[self.norm]
-        self.eps = float(d["eps"] if eps is None else eps)
-        self.steps = int(d["steps"] if steps is None else steps)
-        self.step_size = float(d["step_size"] if step_size is None else step_size)
+        self.eps = check_eps(d["eps"] if eps is None else eps, self.norm)
+        self.steps = check_count("steps", d["steps"] if steps is None else steps)
+        self.step_size = check_positive("step_size", d["step_size"] if step_size is None else step_size)
         self.random_start = bool(random_start)
         self.percentile = float(percentile)
         self.objective = objective

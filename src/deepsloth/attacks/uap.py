@@ -1,5 +1,5 @@
 """Universal adversarial perturbation (Moosavi-Dezfooli et al., 2017), the UAP baseline of
-SPEC 5.1, built from DeepFool steps on the final exit.
+docs/method.md §5.1, built from DeepFool steps on the final exit.
 
     delta = UAP(model, eps=8/255, seed=0)(x_train)        # [3,H,W]
 
@@ -23,6 +23,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..validate import check_count, check_eps, check_number
+from ..progress import progress
 from .base import Attack
 from .norms import project
 
@@ -37,10 +39,13 @@ class UAP(Attack):
         super().__init__(model, seed=seed, device=device)
         if candidates < 2:
             raise ValueError("DeepFool needs at least 2 candidate classes")
-        self.eps, self.overshoot = float(eps), float(overshoot)
-        self.max_iter_df, self.n_images, self.max_passes = int(max_iter_df), int(n_images), int(max_passes)
-        self.target_fooling, self.candidates = float(target_fooling), int(candidates)
-        self.batch_size, self.norm = int(batch_size), norm
+        self.eps = check_eps(eps, "linf")
+        self.overshoot = check_number("overshoot", overshoot, low=0.0)
+        self.max_iter_df = check_count("max_iter_df", max_iter_df)
+        self.n_images, self.max_passes = check_count("n_images", n_images), check_count("max_passes", max_passes)
+        self.target_fooling = check_number("target_fooling", target_fooling, low=0.0, high=1.0, low_open=True)
+        self.candidates, self.batch_size = int(candidates), check_count("batch_size", batch_size)
+        self.norm = norm
         self.last_info: Dict[str, Any] = {}
 
     def config(self) -> Dict[str, Any]:
@@ -98,6 +103,7 @@ class UAP(Attack):
         clean = self.predict(xs)
         v = torch.zeros((1,) + tuple(xs.shape[1:]), device=xs.device)
         fooling, passes = 0.0, 0
+        bar = progress(total=self.max_passes, desc="UAP passes", unit="pass")
         for passes in range(1, self.max_passes + 1):
             for chunk in torch.randperm(n, generator=generator).split(self.batch_size):
                 chunk = chunk.to(xs.device)
@@ -109,8 +115,11 @@ class UAP(Attack):
                 if bool(flipped.any()):
                     v = project(v + dr[flipped].mean(dim=0, keepdim=True), self.norm, self.eps)
             fooling = float((self.predict((xs + v).clamp(0.0, 1.0)) != clean).float().mean())
+            bar.update(1)
+            bar.set_postfix(fooling=f"{fooling:.2f}", target=self.target_fooling)
             if fooling >= self.target_fooling:
                 break
+        bar.close()
         self.last_info = {"n_images": n, "passes": passes, "fooling_rate": fooling}
         return v[0]
 

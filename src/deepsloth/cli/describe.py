@@ -1,12 +1,15 @@
 """`deepsloth describe ARCH --dataset D`: parameters, exits and measured per-exit cost."""
 from __future__ import annotations
 
-from ..exits.cost import CONVENTIONS, measure_exit_costs
-from ..models.registry import count_parameters, create_model, dataset_shape, parse_name
 from .common import add_json, print_json
+
+CONVENTIONS = ("paper", "exact")
 
 
 def describe(arch: str, dataset: str, convention: str = "paper") -> dict:
+    from ..exits.cost import measure_exit_costs
+    from ..models.registry import count_parameters, create_model, dataset_shape, parse_name
+
     base, sdn = parse_name(arch)
     sdn = True if sdn is None else sdn
     model = create_model(base, dataset, sdn=sdn, seed=0)
@@ -41,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("arch", help="vgg16bn, resnet56 or mobilenet (suffix _cnn for the plain CNN)")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "tinyimagenet"])
     p.add_argument("--cost-convention", default="paper", choices=CONVENTIONS,
-                   help="paper: the reference profiler's count (grouped convs charged x groups); "
-                        "exact: real multiplies and adds (default: paper)")
+                   help="paper: close to the reference profiler's count (grouped convs charged x groups; "
+                        "docs/method.md §7.5); exact: real multiplies and adds (default: paper)")
     add_json(p)
     p.set_defaults(func=run)

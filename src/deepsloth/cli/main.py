@@ -1,29 +1,37 @@
 """Entry point of the `deepsloth` console script.
 
-Each command group lives in its own module under `deepsloth.cli` exposing
-`register(subparsers)`; the parser it adds sets `func(args) -> int | None`.
-A `DeepslothError` becomes a one-line message on stderr and exit code 2.
+Each command lives in its own module under `deepsloth.cli` exposing `register(subparsers)`;
+the parser it adds sets `func(args) -> int | None`. Building the parser imports no torch (so
+`--help` is fast); commands import the library when they run. Bad input of any kind (an option
+argparse rejects, or a `DeepslothError` from the library) is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from .. import __version__
 from ..errors import DeepslothError
 
 # Order here is the order in `deepsloth --help`.
-COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "latency", "zoo"]
+COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "grid", "report", "latency", "zoo"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): `deepsloth attack: error: ...`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deepsloth",
-        description="Slowdown attacks and audits for input-adaptive multi-exit networks.")
+    parser = Parser(prog="deepsloth",
+                    description="Slowdown attacks and audits for input-adaptive multi-exit networks.")
     parser.add_argument("--version", action="version", version=f"deepsloth {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         importlib.import_module(f"deepsloth.cli.{name}").register(sub)
     return parser
@@ -35,15 +43,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _terminate_as_interrupt()
     try:
         rc = args.func(args)
+        sys.stdout.flush()
     except DeepslothError as exc:
-        print(f"deepsloth: error: {exc}", file=sys.stderr)
+        print(f"deepsloth: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("deepsloth: interrupted", file=sys.stderr)
+        print("deepsloth: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `deepsloth zoo list --json | head`: the reader went away
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     return int(rc or 0)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a scheduler's kill, `timeout`) stops a command like Ctrl-C: finished work is kept."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,17 +4,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data import load_dataset
-from ..device import resolve_device
 from ..errors import DeepslothError
-from ..models.io import load_model_dir
-from ..models.registry import attach_ics, create_model, parse_name
-from ..train.loop import train_model
-from ..train.recipes import MODES, default_recipe
-from .common import add_data_root, add_device, parent_record, positive_int
+from .common import add_data_root, add_device, positive_int
+
+MODES = ("cnn", "ic-only", "sdn")
 
 
 def run(args) -> int:
+    from ..data import load_dataset
+    from ..device import resolve_device
+    from ..experiments.zoo import parent_record
+    from ..models.io import load_model_dir
+    from ..models.registry import attach_ics, create_model, parse_name
+    from ..train.loop import train_model
+    from ..train.recipes import default_recipe
+
     device = resolve_device(args.device)
     arch, _ = parse_name(args.arch)
     recipe = default_recipe(arch, args.mode, args.recipe, epochs=args.epochs, lr=args.lr,
@@ -65,7 +69,7 @@ def register(sub) -> None:
                         "sdn: all exits jointly with the cost-weighted loss")
     p.add_argument("--from", dest="init_from", default=None, help="trained CNN model directory: ic-only attaches ICs to it; cnn continues training it")
     p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
-                   help="paper: SPEC 3 schedules (100 / 25 epochs); fast: one-cycle for CPU budgets")
+                   help="paper: the paper's schedules (docs/method.md §3.4; 100 / 25 epochs); fast: one-cycle for CPU budgets")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's (peak) learning rate")
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the batch size (128)")

@@ -1,160 +1,38 @@
-"""`deepsloth zoo list|train`: the pretrained models shipped with the package."""
+"""`deepsloth zoo list|train`: the pretrained models shipped with the package (experiments.zoo)."""
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Tuple
-import shutil
-from pathlib import Path
 
-import torch
-
-from ..data import load_dataset
-from ..device import resolve_device
-from ..errors import DeepslothError
-from ..models.io import load_model_dir, save_model_dir
-from ..models.registry import attach_ics, create_model
-from ..models.zoo import ZOO_DIR, zoo_entries
-from ..models.zoo_recipes import ZOO_RECIPES
-from ..train.average import average_model_dirs
-from ..train.loop import train_model
-from ..train.recipes import default_recipe
-from .common import add_data_root, add_device, add_json, parent_record, print_json
-
-
-def _stage(rec: dict) -> str:
-    r = rec.get("recipe") or {}
-    if r.get("name") == "weight-average":
-        return f"mean of {len(rec.get('averaged_from') or [])}"
-    return f"{r.get('name')} {r.get('epochs')} ep" + (f" lr {r['lr']:g}" if r.get("lr") is not None else "")
-
-
-def lineage(meta: dict) -> Tuple[List[str], float]:
-    """The training stages behind a model, oldest first, and their total training seconds.
-
-    Follows `parent` records; for a weight average, the chain of its last source (which, in the
-    zoo recipes, descends from the others) plus every other source's own seconds, each counted once.
-    """
-    stages: List[str] = []
-    seconds: Dict[str, float] = {}
-
-    def walk(rec: dict, key: str) -> None:
-        avg = rec.get("averaged_from") or []
-        for src in avg[:-1]:
-            _count(src)
-        if avg:
-            walk(avg[-1], avg[-1].get("path", key + "/avg"))
-        elif rec.get("parent"):
-            walk(rec["parent"], rec["parent"].get("path", key + "/parent"))
-        stages.append(_stage(rec))
-        seconds[key] = rec.get("train_seconds") or 0.0
-
-    def _count(rec: dict) -> None:
-        seconds.setdefault(rec.get("path", str(id(rec))), rec.get("train_seconds") or 0.0)
-        for nxt in (rec.get("averaged_from") or []) + ([rec["parent"]] if rec.get("parent") else []):
-            _count(nxt)
-
-    walk(meta, "<model>")
-    return stages, float(sum(seconds.values()))
-
-
-def _summary(name: str, meta: dict) -> dict:
-    acc = meta.get("accuracy", {})
-    stages, seconds = lineage(meta)
-    return {"name": name, "arch": meta["arch"], "dataset": meta["dataset"], "mode": meta["mode"],
-            "exits": meta.get("exits"), "final_accuracy": acc.get("final"),
-            "per_exit_accuracy": acc.get("per_exit"), "recipe": meta.get("recipe", {}).get("name"),
-            "stages": stages, "train_seconds": round(seconds, 1),
-            "data_source": meta.get("data_source"), "path": str(ZOO_DIR / name)}
+from .common import add_data_root, add_device, add_json, print_json
 
 
 def run_list(args) -> int:
-    rows = [_summary(n, m) for n, m in zoo_entries().items()]
+    from ..experiments.zoo import summaries
+    from ..models.zoo_recipes import ZOO_RECIPES
+
+    rows = summaries()
     if args.json:
         print_json(rows)
         return 0
     if not rows:
         print("no pretrained models installed")
-        return 0
-    print(f"{'name':28s} {'arch':10s} {'dataset':8s} {'exits':>5s} {'final acc':>9s} {'train h':>7s}  stages")
+    else:
+        print(f"{'name':28s} {'arch':10s} {'dataset':8s} {'exits':>5s} {'final acc':>9s} {'MB':>5s} {'train h':>7s}  stages")
     for r in rows:
         acc = f"{r['final_accuracy'] * 100:.2f}%" if r["final_accuracy"] is not None else "-"
         print(f"{r['name']:28s} {r['arch']:10s} {r['dataset']:8s} {r['exits']:>5} {acc:>9s} "
-              f"{r['train_seconds'] / 3600:7.2f}  {' -> '.join(r['stages'])}")
+              f"{r['size_bytes'] / 1e6:5.1f} {r['train_seconds'] / 3600:7.2f}  {' -> '.join(r['stages'])}")
     for name in sorted(set(ZOO_RECIPES) - {r["name"] for r in rows}):
         print(f"{name:28s} (not shipped; reproduce with `deepsloth zoo train {name.split('_')[0]}`)")
     return 0
 
 
-def _find(name: str) -> str:
-    matches = [k for k in ZOO_RECIPES if k == name or k.split("_")[0] == name]
-    if len(matches) != 1:
-        raise DeepslothError(f"unknown zoo model {name!r}; choose from {', '.join(ZOO_RECIPES)}")
-    return matches[0]
-
-
 def run_train(args) -> int:
-    name = _find(args.name)
-    spec = ZOO_RECIPES[name]
-    device = resolve_device(args.device)
-    arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
-    out = Path(args.out or f"runs/{name}")
-    sdn_dir = out / "sdn"
-    train_set = load_dataset(dataset, "train", args.data_root)
-    test_set = load_dataset(dataset, "test", args.data_root)
-    base = {"arch": arch, "dataset": dataset, "num_classes": train_set.num_classes,
-            "input_size": train_set.image_size}
-    # The CNN may be made in several stages: the first from scratch, each later one continuing
-    # the previous under a fresh schedule (how the CPU-trained models were made).
-    cnn_stages = spec["cnn"] if isinstance(spec["cnn"], list) else [spec["cnn"]]
-    ic_stage = dict(spec["ic-only"])
-    if args.recipe:
-        cnn_stages = [{"recipe": args.recipe}]
-        ic_stage = {"recipe": args.recipe}
-    prev_dir = None
-    for i, stage in enumerate(cnn_stages):
-        stage_dir = out / ("cnn" if i == 0 else f"cnn{i + 1}")
-        if not (stage_dir / "model.json").exists() or (stage_dir / "checkpoint.json").exists():
-            r = default_recipe(arch, "cnn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"))
-            if prev_dir is None:
-                model, meta = create_model(arch, dataset, sdn=False, seed=seed), dict(base)
-            else:
-                model, parent_meta = load_model_dir(prev_dir)
-                meta = dict(base, parent=parent_record(prev_dir, parent_meta))
-            train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
-                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True)
-        prev_dir = stage_dir
-    avg = spec.get("average") if not args.recipe else None
-    if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
-        avg_dir = out / "cnn-avg"
-        if not (avg_dir / "model.json").exists():
-            sources = [out / ("cnn" if i == 0 else f"cnn{i + 1}")
-                       for i in range(len(cnn_stages) - avg["last"], len(cnn_stages))]
-            average_model_dirs(sources, avg_dir, train_set, test_set, n_images=avg["bn_images"],
-                               seed=seed, device=device)
-        prev_dir = avg_dir
-    cnn, parent = load_model_dir(prev_dir)
-    r = default_recipe(arch, "ic-only", ic_stage["recipe"], epochs=ic_stage.get("epochs"), lr=ic_stage.get("lr"))
-    meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))
-    train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
-                test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True)
-    print(f"trained {name}: {sdn_dir}")
-    if args.install:
-        install(sdn_dir, name, spec.get("store_dtype", "float32"))
-        print(f"installed into the package zoo as {name}")
+    from ..experiments.zoo import train_zoo_model
+
+    train_zoo_model(args.name, out=args.out, recipe=args.recipe, device=args.device, data_root=args.data_root,
+                    install_it=args.install)
     return 0
-
-
-def install(model_dir: Path, name: str, store_dtype: str = "float32") -> Path:
-    """Copy a trained model directory into the package zoo (optionally stored as fp16)."""
-    model, meta = load_model_dir(model_dir)
-    dest = ZOO_DIR / name
-    if dest.exists():
-        shutil.rmtree(dest)
-    meta = {k: v for k, v in meta.items() if k not in ("format", "package_version", "saved")}
-    meta["zoo_name"] = name
-    meta["stored_dtype"] = store_dtype
-    save_model_dir(dest, model, meta, dtype=torch.float16 if store_dtype == "float16" else None)
-    return dest
 
 
 def register(sub) -> None:

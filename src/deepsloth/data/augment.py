@@ -1,4 +1,4 @@
-"""Batched training augmentation on tensors (SPEC section 1), with no per-image Python.
+"""Batched training augmentation on tensors (docs/method.md §1), with no per-image Python.
 
 * `crop_flip` / `random_crop_flip`: zero-pad by `pad`, crop back to H x W at a per-image
   offset, optionally mirror. Implemented as two `torch.gather`s with per-image index
@@ -116,7 +116,7 @@ def to_float01(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Ten
 
 def augment_batch(x: torch.Tensor, dataset_name: str,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """The SPEC 1 training recipe for `dataset_name`, on a uint8 (or float) batch -> float [0,1].
+    """The docs/method.md §1 training recipe for `dataset_name`, on a uint8 (or float) batch -> float [0,1].
 
     CIFAR-10: horizontal flip + random crop with 4 px zero padding.
     Tiny ImageNet: horizontal flip + random crop with 8 px padding + colour jitter 0.2.

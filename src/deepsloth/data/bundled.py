@@ -4,7 +4,7 @@
   order of an imported CIFAR-10 test split (class-interleaved, so these are exactly its first
   1,000 images, the same ones `--n 1000` selects from a full import);
 * train: 250 images, 25 per class, chosen the same way from the training split; universal
-  perturbations are crafted on them (SPEC 5.4 crafts on 250 training images).
+  perturbations are crafted on them (docs/method.md §5.4 crafts on 250 training images).
 
 The shipped files were made from the CIFAR-10 JPEG copy (see their metadata).
 """

@@ -14,7 +14,7 @@ CIFAR10_CLASSES: Tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about a dataset (SPEC section 1) and where its canonical archive lives."""
+    """Static facts about a dataset (docs/method.md §1) and where its canonical archive lives."""
     name: str
     num_classes: int
     image_size: int

@@ -1,4 +1,4 @@
-"""Threshold calibration (SPEC 4.2) and the `thresholds.json` cache next to a model.
+"""Threshold calibration (docs/method.md §4.2) and the `thresholds.json` cache next to a model.
 
 The sweep evaluates every threshold of the grid (0.05, ..., 0.95 for the confidence and
 entropy policies) on clean data from ONE batched all-exit forward: an input's exit under any
@@ -13,9 +13,9 @@ Cache: `<model_dir>/thresholds.json` holds one entry per calibration, keyed by t
 of the model weights, the policy, the grid and the SHA-256 of the calibration images and
 labels. An entry stores the whole sweep (integer counts), so any RAD budget is selected from
 it without another forward; different weights, policy, grid or data never match a stored
-entry. When the model directory is read-only (a zoo model inside site-packages), the file
-goes to `$DEEPSLOTH_DATA/thresholds/<weights sha>.json` instead; when that cannot be written
-either, nothing is cached.
+entry. For a zoo model (any directory inside the installed package) and when the model
+directory is read-only, the file is `<data root>/thresholds/<weights sha>.json` instead: the
+package directory is never written. When that cannot be written either, nothing is cached.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def threshold_sweep(outputs: ExitOutputs, labels: torch.Tensor, policy: Optional
 
 def select_threshold(sweep: Sequence[Dict[str, Any]], reference_correct: int, n: int, rad: float,
                      policy_name: str = "confidence") -> Dict[str, Any]:
-    """SPEC 4.2 on a sweep: the smallest q with A(q) > A_ref * (1 - rad/100), strictly."""
+    """docs/method.md §4.2 on a sweep: the smallest q with A(q) > A_ref * (1 - rad/100), strictly."""
     rad = float(rad)
     ref_acc = reference_correct / max(1, n)
     target = ref_acc * (1 - rad / 100)
@@ -96,7 +96,7 @@ def calibrate_thresholds(outputs: ExitOutputs, labels: torch.Tensor, rads: Seque
                          policy: Optional[str | ExitPolicy] = None,
                          grid: Optional[Sequence[float]] = None) -> Dict[str, Dict[str, Any]]:
     """{"5": {"threshold", "accuracy", "reference_accuracy", "target_accuracy", "rad",
-    "exit_counts", "policy"}, ...} from clean outputs (SPEC 4.2)."""
+    "exit_counts", "policy"}, ...} from clean outputs (docs/method.md §4.2)."""
     policy = make_policy(policy)
     rads = _check_rads(rads)
     labels = labels.to(outputs.prediction.device).long()
@@ -137,8 +137,18 @@ def _cache_root() -> Path:
     return default_data_root() / "thresholds"
 
 
+def _inside_package(path: Path) -> bool:
+    """True for a directory inside the installed package (the shipped zoo): never written."""
+    package = Path(__file__).resolve().parent.parent
+    try:
+        return path.resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        return False
+
+
 def _candidate_files(model_dir: Path, wsha: str) -> List[Path]:
-    return [model_dir / FILENAME, _cache_root() / f"{wsha[:32]}.json"]
+    shared = _cache_root() / f"{wsha[:32]}.json"
+    return [shared] if _inside_package(model_dir) else [model_dir / FILENAME, shared]
 
 
 def _read_entries(path: Path) -> List[Dict[str, Any]]:

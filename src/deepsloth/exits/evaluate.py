@@ -1,4 +1,4 @@
-"""Early-exit evaluation (SPEC 4) from one batched all-exit forward.
+"""Early-exit evaluation (docs/method.md §4) from one batched all-exit forward.
 
 `evaluate_exits` needs only the per-exit outputs of the inputs (`collect_exit_outputs`),
 their labels, the normalised exit costs and the calibrated thresholds: which exit answers

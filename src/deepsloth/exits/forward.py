@@ -1,6 +1,6 @@
 """The one batched inference pass every metric is computed from.
 
-All early-exit quantities (SPEC 4) are functions of each input's K exit outputs, so one
+All early-exit quantities (docs/method.md §4) are functions of each input's K exit outputs, so one
 batched forward returning every exit gives exactly what one-at-a-time early exit would.
 """
 from __future__ import annotations

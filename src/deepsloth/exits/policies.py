@@ -13,12 +13,12 @@ one piece of code for the decision:
   final exit, which always answers). Indices are 0-based.
 
 Every threshold is "larger is stricter" (fewer early exits, higher accuracy), so the
-calibration rule of SPEC 4.2 -- the smallest threshold that keeps the accuracy -- means
+calibration rule of docs/method.md §4.2 -- the smallest threshold that keeps the accuracy -- means
 "the most efficient setting" for every policy.
 
 Policies:
 
-* ``confidence`` (default, SPEC 4.1): exit i fires when max softmax >= q.
+* ``confidence`` (default, docs/method.md §4.1): exit i fires when max softmax >= q.
 * ``entropy``: exit i fires when the normalised certainty 1 - H(p) / log(C) >= q, with H the
   softmax entropy in nats and C the number of classes (so q lives in [0, 1] like the
   confidence threshold, and q -> 1 demands a one-hot distribution).
@@ -37,7 +37,7 @@ from .forward import ExitOutputs
 
 POLICIES = ("confidence", "entropy", "patience")
 
-#: The calibration sweep of SPEC 4.2: q = 0.05, 0.10, ..., 0.95.
+#: The calibration sweep of docs/method.md §4.2: q = 0.05, 0.10, ..., 0.95.
 THRESHOLD_GRID: Tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
@@ -100,7 +100,7 @@ class ExitPolicy:
 
 
 class ConfidencePolicy(ExitPolicy):
-    """SPEC 4.1: exit at the first IC whose max softmax probability is >= q."""
+    """docs/method.md §4.1: exit at the first IC whose max softmax probability is >= q."""
 
     name = "confidence"
 

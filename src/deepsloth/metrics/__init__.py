@@ -1,6 +1,15 @@
-"""Metrics of early-exit efficiency: EEC curves and efficacy (SPEC 4.4), their plots, and
-the IoT latency model (SPEC 6)."""
-from .efficacy import eec_curve, efficacy, efficacy_reduction, exit_counts
-from .latency import LatencyModel
+"""Metrics of early-exit efficiency: EEC curves and efficacy (docs/method.md §4.4), their plots, and
+the IoT latency model (§6). Submodules load on first use (so `latency_defaults` needs no torch)."""
+from importlib import import_module
 
-__all__ = ["eec_curve", "efficacy", "efficacy_reduction", "exit_counts", "LatencyModel"]
+_LAZY = {"eec_curve": "efficacy", "efficacy": "efficacy", "efficacy_reduction": "efficacy",
+         "exit_counts": "efficacy", "LatencyModel": "latency"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)
+
+
+__all__ = list(_LAZY)

@@ -1,4 +1,4 @@
-"""The early-exit capability (EEC) curve and efficacy, exactly as SPEC 4.4 defines them.
+"""The early-exit capability (EEC) curve and efficacy, exactly as docs/method.md §4.4 defines them.
 
 With K exits, c_i the normalised cumulative cost of exit i (c_K = 1), n_i the number of
 inputs that exit at IC i and N the total:
@@ -66,7 +66,7 @@ def eec_curve(exits, costs: Sequence[float], *, indices: Optional[bool] = None) 
 
 
 def efficacy(exits, costs: Sequence[float], *, indices: Optional[bool] = None) -> float:
-    """Area under the EEC curve (SPEC 4.4); see `eec_curve` for the arguments."""
+    """Area under the EEC curve (docs/method.md §4.4); see `eec_curve` for the arguments."""
     x, y = eec_curve(exits, costs, indices=indices)
     return float(np.trapezoid(y, x))
 

@@ -1,4 +1,4 @@
-"""Latency of a multi-exit network partitioned between an IoT device and a server (SPEC 6).
+"""Latency of a multi-exit network partitioned between an IoT device and a server (docs/method.md §6).
 
 The edge device runs the network up to exit s (the split: stem, the first s blocks and their
 ICs). An input that exits there is answered on the device; any other input's split-point
@@ -40,11 +40,13 @@ from torch import nn
 
 from ..errors import DeepslothError
 
-DEFAULT_DEVICE_OPS_PER_S = 4e9
-DEFAULT_SERVER_OPS_PER_S = 1e12
-DEFAULT_BANDWIDTH_BPS = 10e6
-DEFAULT_RTT_S = 0.020
-DEFAULT_SPLIT_COST = 0.5
+from .latency_defaults import BANDWIDTH_MBPS, DEVICE_GOPS, RTT_MS, SERVER_GOPS, SPLIT_COST
+
+DEFAULT_DEVICE_OPS_PER_S = DEVICE_GOPS * 1e9
+DEFAULT_SERVER_OPS_PER_S = SERVER_GOPS * 1e9
+DEFAULT_BANDWIDTH_BPS = BANDWIDTH_MBPS * 1e6
+DEFAULT_RTT_S = RTT_MS / 1000
+DEFAULT_SPLIT_COST = SPLIT_COST
 
 
 def default_split(normalised_costs: Sequence[float], max_cost: float = DEFAULT_SPLIT_COST) -> int:

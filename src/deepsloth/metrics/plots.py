@@ -1,4 +1,4 @@
-"""EEC plot: one curve per input set, efficacy in the legend (SPEC 4.4)."""
+"""EEC plot: one curve per input set, efficacy in the legend (docs/method.md §4.4)."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""The three backbones of the paper (SPEC section 2), written as stem -> blocks -> head.
+"""The three backbones of the paper (docs/method.md §2), written as stem -> blocks -> head.
 
 Every backbone is a `Backbone`: `stem`, `blocks` (an `nn.ModuleList`, one entry per place an
 internal classifier can go) and `head` (everything after the last block up to the final
@@ -65,7 +65,7 @@ def vgg16bn(num_classes: int = 10, input_size: int = 32) -> Backbone:
         cin = cout
     final_map = input_size // 32
     flat = 512 * final_map * final_map
-    # CIFAR: 512 -> 512 -> 512 -> 10; Tiny ImageNet: 2048 -> 2048 -> 1024 -> 200 (SPEC 2).
+    # CIFAR: 512 -> 512 -> 512 -> 10; Tiny ImageNet: 2048 -> 2048 -> 1024 -> 200 (docs/method.md §2).
     hidden = 512 if flat <= 512 else 1024
     fc_block = nn.Sequential(nn.Flatten(), nn.Linear(flat, flat), nn.ReLU(inplace=True), nn.Dropout(0.5))
     blocks.append(fc_block)

@@ -58,6 +58,8 @@ def read_model_meta(path: os.PathLike | str) -> Dict[str, Any]:
     if not (path / META).is_file():
         raise DeepslothError(f"{path} is not a model directory (no {META})")
     meta = read_json(path / META)
+    if not isinstance(meta, dict):
+        raise DeepslothError(f"{path / META}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise DeepslothError(f"{path / META}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
     return meta

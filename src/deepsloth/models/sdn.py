@@ -1,4 +1,4 @@
-"""Multi-exit networks: internal classifiers (SPEC 3) and `build_sdn`.
+"""Multi-exit networks: internal classifiers (docs/method.md §3) and `build_sdn`.
 
 A `MultiExitNet` returns the logits of every exit, in order, the final one last. It shares
 the backbone's modules (stem, blocks, head), so its state dict is the CNN's plus `ics.*`.
@@ -89,7 +89,7 @@ def block_output_shapes(backbone: Backbone, input_size: int) -> List[torch.Size]
 
 
 def build_sdn(backbone: Backbone, num_classes: int, input_size: int) -> MultiExitNet:
-    """Attach one IC after every block of `backbone`, sharing its weights (SPEC 3)."""
+    """Attach one IC after every block of `backbone`, sharing its weights (docs/method.md §3)."""
     ics = []
     for shape in block_output_shapes(backbone, input_size):
         if len(shape) == 1:

@@ -1,4 +1,4 @@
-"""How every zoo model is (re)made: CNN training, then IC-only training on top (SPEC 3).
+"""How every zoo model is (re)made: CNN training, then IC-only training on top (docs/method.md §3).
 
 `deepsloth zoo train NAME` runs these steps with `deepsloth train`'s loop: the CNN stages in
 order (each later stage continues the previous one under a fresh one-cycle schedule), then,
@@ -29,7 +29,7 @@ ZOO_RECIPES: Dict[str, Dict] = {
     },
     "vgg16bn_sdn_cifar10": {
         "arch": "vgg16bn", "dataset": "cifar10", "seed": 0,
-        "cnn": {"recipe": "fast", "epochs": 20}, "ic-only": {"recipe": "fast", "epochs": 4},
+        "cnn": [{"recipe": "fast", "epochs": 30, "lr": 0.1}], "ic-only": {"recipe": "fast", "epochs": 4},
         "store_dtype": "float16",
     },
 }

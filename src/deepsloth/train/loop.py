@@ -1,4 +1,4 @@
-"""The training loop: CNN, IC-only SDN and joint SDN training (SPEC 3).
+"""The training loop: CNN, IC-only SDN and joint SDN training (docs/method.md §3).
 
 Data stays as uint8 tensors; batches are augmented with tensor ops; the model runs
 channels-last on CPU; the loss and accuracy shown in the progress bar are accumulated on the
@@ -47,7 +47,7 @@ def set_train_mode(model: nn.Module, mode: str) -> None:
 
 
 def exit_weights(costs: List[float], epoch: int, epochs: int) -> List[float]:
-    """tau_i(e) = min(c_i, 0.01 + e * c_i / E) for the ICs, 1 for the final exit (SPEC 3)."""
+    """tau_i(e) = min(c_i, 0.01 + e * c_i / E) for the ICs, 1 for the final exit (docs/method.md §3)."""
     taus = [min(c, 0.01 + epoch * c / epochs) for c in costs[:-1]]
     return taus + [1.0]
 

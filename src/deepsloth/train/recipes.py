@@ -1,4 +1,4 @@
-"""Training recipes: the paper's (SPEC 3) as defaults, and a fast one-cycle recipe for CPUs."""
+"""Training recipes: the paper's (docs/method.md §3) as defaults, and a fast one-cycle recipe for CPUs."""
 from __future__ import annotations
 
 import math
@@ -57,7 +57,7 @@ def _weight_decay(arch: str) -> float:
 
 def default_recipe(arch: str, mode: str, kind: str = "paper", epochs: Optional[int] = None,
                    lr: Optional[float] = None, batch_size: Optional[int] = None) -> Recipe:
-    """The recipe for `mode`; `kind` is "paper" (SPEC 3) or "fast" (one-cycle, for CPUs)."""
+    """The recipe for `mode`; `kind` is "paper" (docs/method.md §3) or "fast" (one-cycle, for CPUs)."""
     if mode not in MODES:
         raise DeepslothError(f"unknown training mode {mode!r}; choose from {', '.join(MODES)}")
     wd = _weight_decay(arch)

@@ -1,0 +1,44 @@
+"""`deepsloth grid --model M [M ...] [--attacks all|LIST] [--norms ...] [--n N] [--out DIR]`.
+
+Every cell of the paper's attack grid (clean; PGD, PGD-avg, PGD-max, UAP in l_inf; DeepSloth in
+l_inf / l_2 / l_1 x per-sample / universal / class-universal), one comparison file per cell under
+`<out>/<model>/`. Finished cells are skipped, so a killed grid resumes where it stopped; render the
+tables with `deepsloth report <out>`.
+"""
+from __future__ import annotations
+
+import sys
+
+from .common import DEFAULT_RESULTS, add_context, add_json, context_from, positive_int, print_json, writable_dir
+
+
+def run(args) -> int:
+    from ..experiments.grid import grid_specs, run_grid
+
+    out = writable_dir(args.out)
+    rows_all = {}
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    for model in args.model:
+        ctx = context_from(args, model)
+        specs = grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset)
+        log(f"grid on {ctx.name}: {len(specs) + 1} cells, {ctx.n} test images -> {out / ctx.name}")
+        rows_all[ctx.name] = run_grid(ctx, specs, out, seed=args.seed, batch_size=args.batch_size, log=log)
+    if args.json:
+        print_json(rows_all)
+    else:
+        print(f"done; tables: deepsloth report {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("grid", help="run the paper's attack grid on one or more models (resumable)",
+                       description=__doc__.split("\n\n")[1].replace("\n", " "))
+    add_context(p, several_models=True)
+    p.add_argument("--attacks", nargs="+", default=["all"],
+                   help="all, or attack names (deepsloth = every DeepSloth cell; cells like deepsloth-l2-class)")
+    p.add_argument("--norms", nargs="+", default=None, choices=("linf", "l2", "l1"), help="keep only these norms")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
+    p.add_argument("--out", default=DEFAULT_RESULTS, help=f"results folder (default: ./{DEFAULT_RESULTS})")
+    add_json(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,226 @@
+"""The evaluation context every study shares: model, inputs, exit policy and thresholds.
+
+    ctx = load_context("resnet56_sdn_cifar10", n=1000)     # zoo name or model directory
+    ctx.clean_outputs                # all-exit outputs of the clean inputs (computed once)
+    ctx.thresholds                   # {"5": {...}, "15": {...}} calibrated on clean inputs
+    ctx.train_pool()                 # training images universal attacks are crafted on
+
+Inputs are the first `n` images of the dataset's test split in stored order (`data="test"`),
+or of the CIFAR-10 subset bundled with the package (`data="bundled"`). Thresholds come from
+the content-keyed calibration cache (`exits.calibrate`: never written into the package).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..data import Dataset, load_dataset
+from ..data.bundled import load_bundled
+from ..device import resolve_device
+from ..errors import DeepslothError
+from ..exits.calibrate import DEFAULT_RADS, calibration_for, data_sha256, weights_sha256
+from ..exits.cost import ExitCosts
+from ..exits.evaluate import exit_costs_for
+from ..exits.forward import ExitOutputs, collect_exit_outputs
+from ..exits.policies import ExitPolicy, make_policy
+from ..metrics.latency import LatencyModel, split_tensor_bytes
+from ..models.zoo import ZOO_DIR, load_model
+from ..validate import check_count, check_rad
+
+DATA_CHOICES = ("test", "bundled")
+
+
+@dataclass
+class Context:
+    model: nn.Module
+    meta: Dict[str, Any]
+    path: Path
+    name: str                       # zoo name, or the model directory's name
+    device: torch.device
+    test: Dataset                   # the selected clean inputs (uint8) and labels
+    data_kind: str                  # "test" or "bundled"
+    policy: ExitPolicy
+    rads: Tuple[float, ...]
+    costs: ExitCosts
+    calib_n: int
+    batch_size: int = 500
+    data_root: Optional[str] = None
+    _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def n(self) -> int:
+        return len(self.test)
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.costs.ops)
+
+    @property
+    def weights_sha256(self) -> str:
+        if "wsha" not in self._cache:
+            self._cache["wsha"] = weights_sha256(self.path)
+        return self._cache["wsha"]
+
+    def model_record(self) -> Dict[str, Any]:
+        m = self.meta
+        return {"name": self.name, "path": str(self.path), "arch": m.get("arch"), "dataset": self.dataset,
+                "mode": m.get("mode"), "exits": self.num_exits, "num_classes": m.get("num_classes"),
+                "input_size": m.get("input_size"), "weights_sha256": self.weights_sha256}
+
+    def data_record(self) -> Dict[str, Any]:
+        """The clean-input selection: what, how many, and a fingerprint of the bytes."""
+        if "data" not in self._cache:
+            self._cache["data"] = {
+                "dataset": self.dataset, "split": "test", "kind": self.data_kind, "n": self.n,
+                "selection": f"the first {self.n} images in stored order", "source": self.test.source,
+                "sha256": data_sha256(self.test.images, self.test.labels)}
+        return self._cache["data"]
+
+    # -- inputs ------------------------------------------------------------------------------
+    @property
+    def clean(self) -> torch.Tensor:
+        """The clean inputs as float [n,3,H,W] in [0, 1]."""
+        if "clean" not in self._cache:
+            self._cache["clean"] = self.test.images.float().div_(255)
+        return self._cache["clean"]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.test.labels
+
+    def train_pool(self) -> Dataset:
+        """Training images universal and class-universal attacks are crafted on."""
+        if "train" not in self._cache:
+            self._cache["train"] = (load_bundled("train") if self.data_kind == "bundled"
+                                    else load_dataset(self.dataset, "train", self.data_root))
+        return self._cache["train"]
+
+    def train_record(self) -> Dict[str, Any]:
+        if "train_rec" not in self._cache:
+            t = self.train_pool()
+            self._cache["train_rec"] = {"split": "train", "n": len(t), "source": t.source,
+                                        "sha256": data_sha256(t.images, t.labels)}
+        return self._cache["train_rec"]
+
+    # -- evaluation --------------------------------------------------------------------------
+    def outputs(self, x: torch.Tensor, desc: str = "forward") -> ExitOutputs:
+        out = collect_exit_outputs(self.model, x, batch_size=self.batch_size, device=self.device, desc=desc)
+        if out.num_exits != self.num_exits:
+            raise DeepslothError(f"the model returns {out.num_exits} exits but its cost record has "
+                                 f"{self.num_exits}")
+        return out
+
+    @property
+    def clean_outputs(self) -> ExitOutputs:
+        if "clean_out" not in self._cache:
+            self._cache["clean_out"] = self.outputs(self.test.images, desc="clean forward")
+        return self._cache["clean_out"]
+
+    def _calibrate(self) -> None:
+        if self.calib_n == self.n:
+            images, labels, outs = self.test.images, self.test.labels, self.clean_outputs
+        else:
+            source = self._full_test()
+            images, labels, outs = source.images[:self.calib_n], source.labels[:self.calib_n], None
+        thresholds, info = calibration_for(self.path, self.model, self.meta, images, labels, rads=self.rads,
+                                           policy=self.policy, device=self.device, outputs=outs,
+                                           batch_size=self.batch_size)
+        self._cache["thresholds"], self._cache["calibration"] = thresholds, info
+
+    def _full_test(self) -> Dataset:
+        return load_bundled("test") if self.data_kind == "bundled" else load_dataset(
+            self.dataset, "test", self.data_root)
+
+    @property
+    def thresholds(self) -> Dict[str, Dict[str, Any]]:
+        if "thresholds" not in self._cache:
+            self._calibrate()
+        return self._cache["thresholds"]
+
+    @property
+    def calibration(self) -> Dict[str, Any]:
+        if "calibration" not in self._cache:
+            self._calibrate()
+        return self._cache["calibration"]
+
+    def latency_model(self, **overrides: Any) -> LatencyModel:
+        """The IoT latency model (docs/method.md §6) from the measured per-exit ops; the bytes
+        uploaded default to the float32 block output at the split."""
+        key = "latency" + repr(sorted(overrides.items()))
+        if key not in self._cache:
+            tx = overrides.pop("tx_bytes", None)
+            lat = LatencyModel.from_ops(self.costs.ops, tx_bytes=0, **overrides)
+            lat.tx_bytes = int(tx) if tx is not None else split_tensor_bytes(
+                self.model, tuple(self.test.images.shape[1:]), lat.split)
+            self._cache[key] = lat
+        return self._cache[key]
+
+
+def model_name(path: Path) -> str:
+    try:
+        if Path(path).resolve().parent == ZOO_DIR.resolve():
+            return Path(path).name
+    except OSError:
+        pass
+    return Path(path).name or str(path)
+
+
+def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[int] = None,
+                 calib_n: Optional[int] = None, policy: str | ExitPolicy = "confidence",
+                 rads: Sequence[float] = DEFAULT_RADS, device: str | torch.device = "auto",
+                 data_root: Optional[str] = None, batch_size: int = 500,
+                 channels_last: Optional[bool] = None) -> Context:
+    """Load a model (zoo name or directory) and select its clean inputs; see the module docstring.
+
+    Every argument is checked before the model or data are loaded."""
+    if data not in DATA_CHOICES:
+        raise DeepslothError(f"data must be one of {', '.join(DATA_CHOICES)}, got {data!r}")
+    rads = tuple(check_rad(r) for r in rads)
+    if not rads:
+        raise DeepslothError("at least one RAD budget is needed")
+    for what, value in (("n", n), ("calib_n", calib_n)):
+        if value is not None:
+            check_count(what, value)
+    check_count("batch_size", batch_size)
+    dev = resolve_device(device)
+    net, meta, path = load_model(model, dev)
+    if meta.get("mode") == "cnn" or int(meta.get("exits") or 2) < 2:
+        raise DeepslothError(f"{model} is a plain CNN (one exit); slowdown needs a multi-exit model")
+    if channels_last is None:
+        channels_last = dev.type == "cpu"
+    if channels_last:  # CPU convolutions run faster channels-last; the logits are the same model's
+        net = net.to(memory_format=torch.channels_last)
+    if data == "bundled":
+        if meta["dataset"] != "cifar10":
+            raise DeepslothError(f"the bundled inputs are CIFAR-10 but {model} is a {meta['dataset']} model; "
+                                 f"use the {meta['dataset']} test split")
+        full = load_bundled("test")
+    else:
+        full = load_dataset(meta["dataset"], "test", data_root)
+    size = int(meta.get("input_size") or full.image_size)
+    if tuple(full.images.shape[1:]) != (3, size, size):
+        raise DeepslothError(f"{model} takes {meta.get('input_size')}px inputs, the {full.name} test images "
+                             f"are {full.image_size}px")
+    total = len(full)
+    for what, value in (("n", n), ("calib_n", calib_n)):
+        if value is not None and value > total:
+            raise DeepslothError(f"{what} = {value} exceeds the {total} available test images ({full.source})")
+    n = n or total
+    test = full.subset(n) if n < total else full
+    pol = make_policy(policy, meta.get("num_classes") or full.num_classes)
+    costs = exit_costs_for(net, meta, tuple(full.images.shape[1:]))
+    return Context(net, meta, Path(path), model_name(Path(path)), dev, test, data, pol, rads, costs,
+                   calib_n or n, batch_size, data_root)
+
+
+__all__ = ["Context", "load_context", "DATA_CHOICES"]

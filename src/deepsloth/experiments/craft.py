@@ -1,0 +1,240 @@
+"""Crafting adversarial inputs for a context: seeded per batch, resumable, shardable, content-named.
+
+    crafted = craft(ctx, resolve_spec("deepsloth"), seed=0, out_dir="results/resnet56/adversarial")
+    crafted.inputs       # float [n,3,H,W]: the adversarial versions of ctx's clean inputs
+    crafted.path         # <out_dir>/deepsloth-linf-sample-<key>.safetensors (+ .json record)
+
+* Per-sample attacks run in batches of `batch_size` over the context's inputs; batch b (first
+  index s) is crafted with the seed `derive_seed(seed, "batch", s)`, so a batch's result does
+  not depend on which process crafts it or when.
+* With `out_dir`, every finished batch is kept in `<stem>.partial/` until the whole result is
+  written, so a killed run resumes with the finished batches. `shard=(rank, world)` crafts only
+  batches rank, rank + world, ...; once every batch is present (from any rank), `craft` (or
+  `merge`) assembles them, bit-identical to the one-process result.
+* Universal and class-universal perturbations are crafted once on the context's training pool
+  (with `shard`, by rank 0 only).
+* The result is named `<cell>-<key>` where key is a hash of (model weights, resolved spec,
+  clean-input selection, crafting pool, batch size, seed): two configurations never share a
+  file, and asking for an existing one reuses it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from .. import __version__
+from ..adversarial import KINDS, load_adversarial, save_adversarial
+from ..attacks.base import apply_universal, derive_seed
+from ..attacks.norms import norm_report
+from ..attacks.registry import AttackSpec, create_attack
+from ..errors import DeepslothError
+from ..io import load_tensors, read_json, save_tensors, write_json
+from ..progress import progress
+from .context import Context
+
+DEFAULT_BATCH = 128
+KIND = {"sample": "samples", "universal": "universal", "class": "class-universal"}
+FORMAT = "deepsloth-attack/2"
+
+
+@dataclass
+class Crafted:
+    spec: AttackSpec
+    seed: int
+    kind: str
+    inputs: torch.Tensor              # adversarial inputs for the context's clean inputs, float [n,...]
+    labels: torch.Tensor
+    tensors: Dict[str, torch.Tensor]  # what is saved (images, or the perturbation)
+    record: Dict[str, Any]
+    path: Optional[Path] = None
+    reused: bool = False
+
+
+def craft_identity(ctx: Context, spec: AttackSpec, seed: int, batch_size: int) -> Dict[str, Any]:
+    """Everything the adversarial inputs depend on (hashed into the result's name)."""
+    ident: Dict[str, Any] = {"format": FORMAT, "weights_sha256": ctx.weights_sha256, "spec": spec.to_dict(),
+                             "seed": int(seed),
+                             "data": {k: v for k, v in ctx.data_record().items() if k != "source"}}
+    if spec.scope == "sample":
+        ident["batch_size"] = int(batch_size)
+    else:
+        ident["craft_pool"] = {k: v for k, v in ctx.train_record().items() if k != "source"}
+    return ident
+
+
+def craft_key(ctx: Context, spec: AttackSpec, seed: int = 0, batch_size: int = DEFAULT_BATCH) -> str:
+    text = json.dumps(craft_identity(ctx, spec, seed, batch_size), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def result_stem(spec: AttackSpec, key: str) -> str:
+    return f"{spec.cell}-{key[:12]}"
+
+
+def _batch_file(folder: Path, start: int) -> Path:
+    return folder / f"batch-{start:09d}.safetensors"
+
+
+def _check_shard(shard: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    rank, world = int(shard[0]), int(shard[1])
+    if world < 1 or not 0 <= rank < world:
+        raise DeepslothError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+    return rank, world
+
+
+def _record(ctx: Context, spec: AttackSpec, seed: int, key: str, batch_size: int) -> Dict[str, Any]:
+    rec: Dict[str, Any] = {"format": FORMAT, "key": key, "cell": spec.cell, "spec": spec.to_dict(),
+                           "seed": int(seed), "model": ctx.model_record(), "data": ctx.data_record(),
+                           "package_version": __version__, "device": str(ctx.device)}
+    if spec.scope == "sample":
+        rec["batch_size"] = batch_size
+        rec["batch_seed"] = "derive_seed(seed, 'batch', first index of the batch)"
+    else:
+        rec["craft_pool"] = ctx.train_record()
+    return rec
+
+
+def _load_existing(path: Path, key: str, ctx: Context, spec: AttackSpec, seed: int) -> Optional[Crafted]:
+    js = path.with_suffix(".json")
+    if not (path.is_file() and js.is_file()):
+        return None
+    try:
+        kind, tensors, record = load_adversarial(path)
+    except DeepslothError:
+        return None   # a damaged file is crafted again (and replaced atomically)
+    if record.get("key") != key:
+        return None
+    inputs, labels = _inputs_for(ctx, kind, tensors)
+    return Crafted(spec, seed, kind, inputs, labels, tensors, record, path, reused=True)
+
+
+def _inputs_for(ctx: Context, kind: str, tensors: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    if kind == "samples":
+        return tensors["images"].float(), tensors["labels"].long()
+    if kind == "universal":
+        return apply_universal(ctx.clean, tensors["delta"]), ctx.labels
+    return apply_universal(ctx.clean, tensors["deltas"], ctx.labels), ctx.labels
+
+
+def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+          out_dir: Optional[Path | str] = None, shard: Optional[Tuple[int, int]] = None,
+          log: Callable[[str], None] = lambda s: None) -> Optional[Crafted]:
+    """Adversarial inputs for `spec` on the context's inputs (see the module docstring).
+
+    Returns None when `shard` is given and other ranks' batches are still missing."""
+    rank, world = _check_shard(shard)
+    if batch_size < 1:
+        raise DeepslothError(f"batch_size must be >= 1, got {batch_size}")
+    key = craft_key(ctx, spec, seed, batch_size)
+    stem = result_stem(spec, key)
+    out = Path(out_dir) if out_dir is not None else None
+    final = out / f"{stem}.safetensors" if out is not None else None
+    if final is not None:
+        existing = _load_existing(final, key, ctx, spec, seed)
+        if existing is not None:
+            log(f"{spec.cell}: reusing {final}")
+            return existing
+    record = _record(ctx, spec, seed, key, batch_size)
+    if spec.scope == "sample":
+        return _craft_samples(ctx, spec, seed, batch_size, out, stem, key, record, rank, world, log)
+    if rank != 0:
+        return None
+    atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device)
+    pool = ctx.train_pool()
+    t0 = time.perf_counter()
+    if spec.scope == "universal":
+        tensors = {"delta": atk(pool.images).float().cpu()}
+    else:
+        tensors = {"deltas": atk(pool.images, pool.labels).float().cpu()}
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    record["craft"] = dict(getattr(atk, "last_info", {}) or {})
+    delta = tensors.get("delta")
+    delta = delta[None] if delta is not None else tensors["deltas"]
+    record["perturbation_norms"] = norm_report(delta, torch.zeros_like(delta))
+    return _finish(ctx, spec, seed, KIND[spec.scope], tensors, record, final)
+
+
+def _finish(ctx: Context, spec: AttackSpec, seed: int, kind: str, tensors: Dict[str, torch.Tensor],
+            record: Dict[str, Any], final: Optional[Path]) -> Crafted:
+    inputs, labels = _inputs_for(ctx, kind, tensors)
+    record["norms"] = norm_report(inputs, ctx.clean)
+    record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if final is not None:
+        save_adversarial(final, kind, tensors, record)
+    return Crafted(spec, seed, kind, inputs, labels, tensors, record, final)
+
+
+def _craft_samples(ctx: Context, spec: AttackSpec, seed: int, bs: int, out: Optional[Path], stem: str,
+                   key: str, record: Dict[str, Any], rank: int, world: int,
+                   log: Callable[[str], None]) -> Optional[Crafted]:
+    starts = list(range(0, ctx.n, bs))
+    partial = out / f"{stem}.partial" if out is not None else None
+    if partial is not None:
+        partial.mkdir(parents=True, exist_ok=True)
+        key_file = partial / "key"
+        if key_file.is_file() and key_file.read_text().strip() != key:
+            raise DeepslothError(f"{partial} belongs to another configuration; remove it or use another --out")
+        if not key_file.is_file():
+            key_file.write_text(key + "\n")
+    done: Dict[int, torch.Tensor] = {}
+    seconds: Dict[int, float] = {}
+    mine = starts[rank::world]
+    todo = [s for s in mine if partial is None or not _batch_file(partial, s).is_file()]
+    if len(todo) < len(mine):
+        log(f"{spec.cell}: resuming, {len(mine) - len(todo)} of {len(mine)} batches already crafted")
+    atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device) if todo else None
+    images, labels = ctx.test.images, ctx.labels
+    for start in progress(todo, desc=f"{spec.cell} batches", unit="batch"):
+        t0 = time.perf_counter()
+        x = images[start:start + bs].to(ctx.device)
+        y = labels[start:start + bs].to(ctx.device)
+        x_adv = atk(x, y, seed=derive_seed(seed, "batch", start)).float().cpu()
+        dt = time.perf_counter() - t0
+        if partial is not None:
+            save_tensors(_batch_file(partial, start), {"images": x_adv}, metadata={"seconds": f"{dt:.6f}"})
+        else:
+            done[start] = x_adv
+            seconds[start] = dt
+    if partial is not None:
+        if not all(_batch_file(partial, s).is_file() for s in starts):
+            return None   # other ranks' batches are still missing: `merge` once they are done
+        for s in starts:
+            done[s], seconds[s] = _read_batch(_batch_file(partial, s))
+    x_adv = torch.cat([done[s] for s in starts])
+    record["batches"] = len(starts)
+    record["seconds"] = round(sum(seconds.values()), 3)
+    tensors = {"images": x_adv, "indices": torch.arange(ctx.n, dtype=torch.int64), "labels": labels.clone()}
+    final = out / f"{stem}.safetensors" if out is not None else None
+    crafted = _finish(ctx, spec, seed, "samples", tensors, record, final)
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    return crafted
+
+
+def _read_batch(path: Path) -> Tuple[torch.Tensor, float]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return load_tensors(path)["images"], float(meta.get("seconds", 0.0))
+
+
+def merge(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+          out_dir: Path | str) -> Crafted:
+    """Assemble a sharded per-sample result once every rank's batches are in `out_dir`."""
+    crafted = craft(ctx, spec, seed=seed, batch_size=batch_size, out_dir=out_dir, shard=(0, 1))
+    assert crafted is not None
+    return crafted
+
+
+__all__ = ["craft", "merge", "craft_key", "craft_identity", "result_stem", "Crafted", "DEFAULT_BATCH", "KIND"]

@@ -1,0 +1,132 @@
+"""Figures for reports: a grid of EEC curves and labelled adversarial examples.
+
+EEC panels (docs/method.md §4.4): one row per (model, RAD budget), one column per norm; each
+panel has the clean curve and every attack of that norm (the l_inf baselines PGD / UAP sit in the
+l_inf column). The axes extend slightly past [0, 1] so that a curve lying on the x-axis (a
+complete slowdown) and the final-exit step at cost 1 stay visible; each legend entry carries the
+curve's efficacy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..io import atomic_path
+from ..metrics.efficacy import eec_curve
+
+NORM_TITLES = {"linf": "l_inf", "l2": "l_2", "l1": "l_1"}
+STYLE = {  # attack -> (colour, line style, marker)
+    "clean": ("black", "-", "o"), "pgd": ("tab:blue", "--", "s"), "pgd-avg": ("tab:cyan", "--", "^"),
+    "pgd-max": ("tab:purple", "--", "v"), "uap": ("tab:olive", ":", "D"),
+}
+SCOPE_SHORT = {"sample": "per-sample", "universal": "universal", "class": "class-univ."}
+SCOPE_COLOURS = {"sample": "tab:red", "universal": "tab:orange", "class": "tab:brown"}
+
+
+def _style(rec: dict):
+    spec = rec.get("attack")
+    if not spec:
+        return STYLE["clean"]
+    if spec["attack"] == "deepsloth":
+        return SCOPE_COLOURS[spec["scope"]], "-", "x"
+    return STYLE.get(spec["attack"], ("tab:gray", "-.", "."))
+
+
+def _figure(rows: int, cols: int, w: float = 4.4, h: float = 4.3):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w * cols, h * rows))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _eec_axes(ax) -> None:
+    ax.set_xlim(-0.02, 1.04)
+    ax.set_ylim(-0.04, 1.04)
+    ax.grid(alpha=0.3)
+
+
+def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int = 130) -> Path:
+    path = Path(path)
+    panels = []   # (model, rad, norm)
+    for name, cells in models.items():
+        rads = sorted({k for rec in cells.values() for k in rec["rad"]}, key=float)
+        norms = [n for n in ("linf", "l2", "l1")
+                 if any((rec.get("attack") or {}).get("norm") == n for rec in cells.values())] or ["linf"]
+        for k in rads:
+            panels.append((name, k, norms))
+    cols = max(len(p[2]) for p in panels)
+    entries = max(sum(1 for rec in cells.values() if (rec.get("attack") or {}).get("norm", n) == n)
+                  for cells in models.values() for n in ("linf", "l2", "l1"))
+    fig = _figure(len(panels), cols, h=3.3 + 0.15 * entries)
+    for r, (name, k, norms) in enumerate(panels):
+        cells = models[name]
+        for c, norm in enumerate(norms):
+            ax = fig.add_subplot(len(panels), cols, r * cols + c + 1)
+            for cell, rec in cells.items():
+                spec = rec.get("attack")
+                if spec is not None and spec["norm"] != norm:
+                    continue
+                side = rec["rad"].get(k)
+                if side is None:
+                    continue
+                x, y = eec_curve(side["attacked"]["exit_counts"], rec["costs"])
+                colour, ls, marker = _style(rec)
+                label = rec.get("label") or cell
+                extra = label[label.index(" ["):] if " [" in label else ""
+                short = "clean" if spec is None else label.split(" (")[0] + (
+                    "" if spec["attack"] != "deepsloth" else f" {SCOPE_SHORT[spec['scope']]}") + extra
+                ax.plot(x, y, color=colour, linestyle=ls, marker=marker, markersize=3, linewidth=1.5,
+                        label=f"{short} ({side['attacked']['efficacy']:.3f})", zorder=3 if spec else 2,
+                        clip_on=False)
+            _eec_axes(ax)
+            q = next(iter(cells.values()))["rad"][k]["threshold"]
+            ax.set_title(f"{name}: {NORM_TITLES[norm]}, RAD {k}% (q={q:.2f})", fontsize=9)
+            ax.set_xlabel("fraction of full-network cost", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("fraction of inputs exited")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      ncol=1, fontsize=6.5, title="input set (efficacy)", title_fontsize=6.5, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return path
+
+
+def plot_examples(clean, rows: Dict[str, dict], classes: Sequence[str], path: Path | str, k: int = 6,
+                  dpi: int = 130) -> Path:
+    """Clean inputs and their adversarial versions, each titled with its final-exit prediction
+    and the exit that answers it (under the first RAD budget's threshold).
+
+    `rows` maps a row label to {"images": float [n,3,H,W], "pred": [n], "exit": [n] (1-based),
+    "num_exits": K}; `clean` is the clean row in the same form plus "labels"."""
+    path = Path(path)
+    all_rows = [("clean", clean)] + list(rows.items())
+    k = min(k, len(clean["images"]))
+    fig = _figure(len(all_rows), k, w=1.55, h=1.75)
+    for r, (label, row) in enumerate(all_rows):
+        for c in range(k):
+            ax = fig.add_subplot(len(all_rows), k, r * k + c + 1)
+            ax.imshow(row["images"][c].permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            pred = int(row["pred"][c])
+            ok = pred == int(clean["labels"][c])
+            ax.set_title(f"{_name(classes, pred)}\nexit {int(row['exit'][c])}/{row['num_exits']}", fontsize=6.5,
+                         color="black" if ok else "tab:red")
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7)
+            if r == 0:
+                ax.set_xlabel(f"true: {_name(classes, int(clean['labels'][c]))}", fontsize=6.5)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return path
+
+
+def _name(classes: Optional[Sequence[str]], i: int) -> str:
+    return classes[i] if classes and 0 <= i < len(classes) else str(i)
+
+
+__all__ = ["plot_eec_grid", "plot_examples"]

@@ -1,0 +1,226 @@
+"""Paper-style tables and EEC figures from comparison files (never recomputes anything).
+
+    results = load_results("results")                 # every comparison JSON under the folder
+    tables = build_tables(results)                    # per model: header + rows
+    write_report("results", formats=("md", "tex", "csv"))   # tables.md / tables.tex / tables.csv + eec_grid.png
+
+Per model, rows are the attacks in the paper's order (clean first); columns are the final-exit
+accuracy and, per RAD budget, the early-exit accuracy, efficacy, efficacy reduction and the
+expected IoT latency amplification (docs/method.md §4.4, §6).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import DeepslothError
+from ..io import atomic_path, read_json
+from .compare import FORMAT
+
+ORDER = ["clean", "pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal"] + [
+    f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1") for s in ("sample", "universal", "class")]
+FORMATS = ("md", "tex", "csv")
+
+
+def load_results(folder: Path | str) -> List[Dict[str, Any]]:
+    """Every comparison record under `folder` (recursively), in a stable order."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DeepslothError(f"no such folder: {folder}")
+    files = [folder] if folder.is_file() else sorted(folder.rglob("*.json"))
+    out = []
+    for f in files:
+        if f.name.startswith(("report", "tables")) or "adversarial" in f.parts[len(folder.parts):-1]:
+            continue
+        try:
+            rec = read_json(f)
+        except DeepslothError:
+            continue
+        if isinstance(rec, dict) and rec.get("format") == FORMAT:
+            rec["_file"] = str(f)
+            out.append(rec)
+    return out
+
+
+def _order(cell: str) -> Tuple[int, str]:
+    return (ORDER.index(cell) if cell in ORDER else len(ORDER), cell)
+
+
+def _row_key(rec: Dict[str, Any]) -> str:
+    return rec["cell"] if rec["cell"] == "clean" else f"{rec['cell']}#{rec.get('attack_id')}#{rec.get('seed')}"
+
+
+def _distinguish(cells: Dict[str, Dict[str, Any]]) -> None:
+    """Rows of one cell made with different settings get the differing settings in their label."""
+    by_cell: Dict[str, List[Dict[str, Any]]] = {}
+    for rec in cells.values():
+        by_cell.setdefault(rec["cell"], []).append(rec)
+    for recs in by_cell.values():
+        if len(recs) < 2:
+            continue
+        keys = sorted({k for r in recs for k in (r.get("attack") or {}).get("params", {})} | {"seed"})
+        for r in recs:
+            p = dict((r.get("attack") or {}).get("params", {}), seed=r.get("seed"))
+            differ = [k for k in keys if len({repr(dict((o.get("attack") or {}).get("params", {}),
+                                                       seed=o.get("seed")).get(k)) for o in recs}) > 1]
+            extra = ", ".join(f"{k}={p.get(k):.4g}" if isinstance(p.get(k), float) else f"{k}={p.get(k)}"
+                              for k in differ)
+            r["label"] = f"{r.get('label') or r['cell']} [{extra}]"
+
+
+def group_by_model(results: Sequence[Dict[str, Any]]) -> "OrderedDict[str, Dict[str, Dict[str, Any]]]":
+    """table name -> row key -> record, one table per (model, clean-input selection); rows are the
+    attacks in the paper's order (clean first; taken from any record's clean side when there is no
+    clean file). The same cell crafted with different settings gives one row per setting."""
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for rec in results:
+        groups.setdefault((rec["model"]["name"], rec["data"].get("sha256") or str(rec["data"].get("n"))), []).append(rec)
+    names: Dict[str, int] = {}
+    for (name, _), recs in groups.items():
+        names[name] = names.get(name, 0) + 1
+    models: "OrderedDict[str, Dict[str, Dict[str, Any]]]" = OrderedDict()
+    for (name, _), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[1][0]["data"]["n"])):
+        title = name if names[name] == 1 else f"{name}, n={recs[0]['data']['n']}"
+        cells: Dict[str, Dict[str, Any]] = {}
+        for rec in sorted(recs, key=lambda r: r.get("created") or ""):
+            cells[_row_key(rec)] = dict(rec)   # the same cell and settings twice: the newer wins
+        if "clean" not in cells:
+            any_rec = next(iter(cells.values()))
+            cells["clean"] = dict(any_rec, cell="clean", label="clean", attacked=any_rec["clean"], attack=None,
+                                  attack_id=None, seed=None,
+                                  rad={k: dict(v, attacked=v["clean"], efficacy_reduction=None,
+                                               latency_amplification=1.0) for k, v in any_rec["rad"].items()})
+        _distinguish(cells)
+        models[title] = dict(sorted(cells.items(), key=lambda kv: _order(kv[1]["cell"]) + (kv[0],)))
+    return models
+
+
+def _rads(cells: Dict[str, Dict[str, Any]]) -> List[str]:
+    keys: List[str] = []
+    for rec in cells.values():
+        for k in rec["rad"]:
+            if k not in keys:
+                keys.append(k)
+    return sorted(keys, key=float)
+
+
+def _pct(v: Optional[float], digits: int = 1) -> str:
+    return "-" if v is None else f"{v * 100:.{digits}f}"
+
+
+def table(cells: Dict[str, Dict[str, Any]]) -> Tuple[List[str], List[List[str]]]:
+    """(header, rows) for one model; numbers as printed in the paper's tables (percent, 3-digit efficacy)."""
+    rads = _rads(cells)
+    header = ["attack", "final acc %"]
+    for k in rads:
+        header += [f"EE acc % @{k}", f"efficacy @{k}", f"eff. red. % @{k}", f"latency x @{k}"]
+    rows = []
+    for rec in cells.values():
+        cell = rec["cell"]
+        row = [rec.get("label") or cell, _pct(rec["attacked"]["final_accuracy"])]
+        for k in rads:
+            r = rec["rad"].get(k)
+            if r is None:
+                row += ["-"] * 4
+                continue
+            red = None if cell == "clean" else r.get("efficacy_reduction")
+            row += [_pct(r["attacked"]["accuracy"]), f"{r['attacked']['efficacy']:.3f}", _pct(red),
+                    f"{r['latency_amplification']:.2f}"]
+        rows.append(row)
+    return header, rows
+
+
+def _title(cells: Dict[str, Dict[str, Any]]) -> str:
+    rec = next(iter(cells.values()))
+    m, d = rec["model"], rec["data"]
+    th = ", ".join(f"RAD {k}%: q = {v['threshold']:.2f}" for k, v in rec["rad"].items())
+    return (f"{m['name']} ({m['arch']}, {m['dataset']}, {m['exits']} exits): {d['n']} test images "
+            f"({d['kind']}); thresholds {th}")
+
+
+def render_markdown(models: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
+    out = []
+    for name, cells in models.items():
+        header, rows = table(cells)
+        out += [f"### {_title(cells)}", "", "| " + " | ".join(header) + " |",
+                "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("%", "\\%"), ("_", "\\_"), ("&", "\\&"), ("#", "\\#")):
+        s = s.replace(a, b)
+    return s
+
+
+def render_latex(models: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
+    out = []
+    for name, cells in models.items():
+        header, rows = table(cells)
+        rads = _rads(cells)
+        out += ["% " + _title(cells), "\\begin{table}[t]", "\\centering", "\\small",
+                "\\begin{tabular}{l r " + " ".join(["rrrr"] * len(rads)) + "}", "\\toprule",
+                " & & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{RAD {k}\\%}}" for k in rads) + " \\\\",
+                " ".join(f"\\cmidrule(lr){{{3 + 4 * i}-{6 + 4 * i}}}" for i in range(len(rads))),
+                "Attack & Acc. (\\%) & " + " & ".join(["EE acc. (\\%) & Efficacy & Red. (\\%) & Lat. $\\times$"]
+                                                      * len(rads)) + " \\\\", "\\midrule"]
+        out += [" & ".join(_tex(c) for c in r) + " \\\\" for r in rows]
+        out += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{_tex(_title(cells))}}}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+def render_csv(models: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
+    """One row per (model, attack, RAD budget), raw numbers (fractions, not percent)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "arch", "dataset", "n", "cell", "attack", "norm", "scope", "rad", "threshold",
+                "final_accuracy", "ee_accuracy", "efficacy", "clean_efficacy", "efficacy_reduction",
+                "mean_cost", "latency_amplification"])
+    for name, cells in models.items():
+        for rec in cells.values():
+            cell = rec["cell"]
+            spec = rec.get("attack") or {}
+            for k, r in rec["rad"].items():
+                red = None if cell == "clean" else r.get("efficacy_reduction")
+                w.writerow([name, rec["model"]["arch"], rec["model"]["dataset"], rec["data"]["n"], cell,
+                            spec.get("attack", "clean"), spec.get("norm", ""), spec.get("scope", ""), k,
+                            f"{r['threshold']:.2f}", f"{rec['attacked']['final_accuracy']:.4f}",
+                            f"{r['attacked']['accuracy']:.4f}", f"{r['attacked']['efficacy']:.4f}",
+                            f"{r['clean']['efficacy']:.4f}", "" if red is None else f"{red:.4f}",
+                            f"{r['attacked']['mean_cost']:.4f}", f"{r['latency_amplification']:.4f}"])
+    return buf.getvalue()
+
+
+RENDER = {"md": render_markdown, "tex": render_latex, "csv": render_csv}
+
+
+def write_report(folder: Path | str, out: Optional[Path | str] = None, formats: Sequence[str] = FORMATS,
+                 figure: bool = True) -> Dict[str, str]:
+    """Write tables.<fmt> (and eec_grid.png) for every comparison under `folder`; returns the paths."""
+    results = load_results(folder)
+    if not results:
+        raise DeepslothError(f"no comparison results under {folder} (run `deepsloth grid` or `deepsloth attack`)")
+    models = group_by_model(results)
+    out = Path(out) if out is not None else (Path(folder) if Path(folder).is_dir() else Path(folder).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for fmt in formats:
+        if fmt not in RENDER:
+            raise DeepslothError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
+        path = out / f"tables.{fmt}"
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            Path(tmp).write_text(RENDER[fmt](models))
+        written[fmt] = str(path)
+    if figure:
+        from .figures import plot_eec_grid
+        written["figure"] = str(plot_eec_grid(models, out / "eec_grid.png"))
+    return written
+
+
+__all__ = ["load_results", "group_by_model", "table", "render_markdown", "render_latex", "render_csv",
+           "write_report", "ORDER"]

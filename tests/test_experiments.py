@@ -1,0 +1,320 @@
+"""The experiments layer: attack specs, content-named resumable/shardable crafting, one
+comparison format through audit / attack / grid / the API, and the report.
+
+A ResNet-56 SDN with random weights on synthetic 32x32 data whose labels are the model's own
+final-exit predictions (so the final exit is 100% accurate and thresholds always qualify); few
+attack steps: seconds per test.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepsloth.attacks.registry import AttackSpec, create_attack, list_attacks, parse_name, resolve_spec
+from deepsloth.cli.main import main
+from deepsloth.data import CIFAR10_CLASSES
+from deepsloth.data.cache import write_dataset
+from deepsloth.errors import DeepslothError
+from deepsloth.experiments.context import load_context
+from deepsloth.experiments.craft import craft, craft_key
+from deepsloth.experiments.grid import grid_specs, run_grid
+from deepsloth.experiments.report import group_by_model, load_results, render_csv, render_markdown, table
+from deepsloth.models import create_model
+from deepsloth.models.io import save_model_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+N_TEST = 10
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("experiments")
+    g = torch.Generator().manual_seed(0)
+    model = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
+    model_dir = base / "model"
+    save_model_dir(model_dir, model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn",
+                                      "num_classes": 10, "input_size": 32})
+
+    def split(n):
+        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        with torch.no_grad():
+            y = model(x.float() / 255)[-1].argmax(1)
+        return x, y
+
+    root = base / "data"
+    write_dataset("cifar10", root, {"train": split(30), "test": split(N_TEST)}, CIFAR10_CLASSES, "synthetic")
+    return {"root": root, "model": model_dir, "base": base}
+
+
+def ctx_for(setup, n=6):
+    return load_context(setup["model"], n=n, device="cpu", data_root=setup["root"])
+
+
+FAST = {"deepsloth-linf-sample": {"steps": 2}, "pgd-linf-sample": {"steps": 2},
+        "deepsloth-linf-universal": {"steps": 2, "n_images": 8}}
+
+
+# ------------------------------------------------------------------ specs and registry
+
+def test_registry_vocabulary_and_stable_ids():
+    assert list_attacks() == ["deepsloth", "pgd", "pgd-avg", "pgd-max", "uap"]
+    assert parse_name("deepsloth-universal") == ("deepsloth", "linf", "universal")
+    assert parse_name("deepsloth", norm="l2", scope="class") == ("deepsloth", "l2", "class")
+    assert parse_name("pgd-avg-l1") == ("pgd-avg", "l1", "sample")
+    a = resolve_spec("deepsloth", dataset="cifar10")
+    assert a == resolve_spec("deepsloth-linf-sample", dataset="cifar10", eps=8 / 255)
+    assert a.id == resolve_spec("deepsloth", dataset="cifar10").id and len(a.id) == 12
+    assert a.id != resolve_spec("deepsloth", dataset="cifar10", eps=4 / 255).id
+    assert a.params == {"eps": 8 / 255, "steps": 30, "step_size": 0.002, "random_start": True, "dataset": "cifar10"}
+    # the id is a hash of the canonical JSON: pinned so that result names stay valid across releases
+    assert a.id == "f0f9328fdc58"
+    assert AttackSpec.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    tiny = resolve_spec("deepsloth", dataset="tinyimagenet", norm="l1")
+    assert tiny.params["eps"] == 16.0 and tiny.params["step_size"] == 1.0
+    for bad in (dict(name="pgd", scope="universal"), dict(name="uap", norm="l2"), dict(name="nope"),
+                dict(name="deepsloth", n_images=5), dict(name="deepsloth-l2-sample", norm="linf")):
+        with pytest.raises(DeepslothError):
+            resolve_spec(bad.pop("name"), **bad)
+
+
+@pytest.mark.parametrize("name", ["pgd", "pgd-avg", "pgd-max", "uap", "deepsloth"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("eps", [-0.1, 0.0, float("nan"), float("inf"), 2.0])
+def test_bad_eps_is_rejected_by_the_api(name, norm, eps):
+    if name == "uap" and norm != "linf":
+        pytest.skip("uap is l_inf only")
+    if eps == 2.0 and norm != "linf":
+        eps = float("inf")   # large budgets are legal in l_2 / l_1; infinity never is
+    with pytest.raises(DeepslothError, match="eps"):
+        resolve_spec(name, norm=norm, eps=eps)
+    with pytest.raises(ValueError, match="eps"):
+        create_attack(name, torch.nn.Identity(), norm=norm, eps=eps)
+
+
+def test_create_attack_rebuilds_the_spec(setup):
+    ctx = ctx_for(setup)
+    spec = resolve_spec("deepsloth-l2-universal", dataset="cifar10", steps=3)
+    atk = create_attack(spec, ctx.model, seed=1)
+    assert resolve_spec("deepsloth", norm="l2", scope="universal", dataset="cifar10", steps=3) == spec
+    assert atk.config()["steps"] == 3 and atk.seed == 1 and atk.scope == "universal"
+
+
+# ------------------------------------------------------------------ crafting
+
+def test_same_spec_seed_and_n_give_identical_inputs_everywhere(setup, tmp_path):
+    """audit, attack, grid and the Python API craft bit-identical per-sample DeepSloth inputs."""
+    n = 6
+    spec = resolve_spec("deepsloth", dataset="cifar10")
+    ctx = ctx_for(setup, n)
+    api = craft(ctx, spec, seed=3, batch_size=4).inputs
+    common = ["--model", str(setup["model"]), "--data-root", str(setup["root"]), "--device", "cpu", "--n", str(n),
+              "--seed", "3", "--batch-size", "4"]
+    assert main(["attack", *common, "--out", str(tmp_path / "attack")]) == 0
+    assert main(["grid", *common, "--attacks", "deepsloth-linf-sample", "--out", str(tmp_path / "grid")]) == 0
+    assert main(["audit", "--model", str(setup["model"]), "--data", "test", "--data-root", str(setup["root"]),
+                 "--device", "cpu", "--n", str(n), "--seed", "3", "--batch-size", "4",
+                 "--out", str(tmp_path / "audit")]) == 0
+    key = craft_key(ctx, spec, 3, 4)[:12]
+    files = [tmp_path / "attack" / "model" / "adversarial", tmp_path / "grid" / "model" / "adversarial",
+             tmp_path / "audit" / "results" / "adversarial"]
+    from deepsloth.adversarial import load_adversarial
+    for folder in files:
+        kind, tensors, record = load_adversarial(folder / f"deepsloth-linf-sample-{key}")
+        assert kind == "samples" and record["seed"] == 3 and record["spec"] == spec.to_dict()
+        assert torch.equal(tensors["images"], api), folder
+    assert float((api - ctx.clean).abs().max()) <= 8 / 255 + 1e-6
+
+
+def test_different_eps_never_share_a_file(setup, tmp_path):
+    common = ["attack", "--model", str(setup["model"]), "--data-root", str(setup["root"]), "--device", "cpu",
+              "--n", "4", "--steps", "2", "--out", str(tmp_path)]
+    assert main(common + ["--eps", "4/255"]) == 0
+    first = sorted((tmp_path / "model" / "adversarial").glob("*.safetensors"))
+    before = first[0].read_bytes()
+    assert main(common + ["--eps", "8/255"]) == 0
+    files = sorted((tmp_path / "model" / "adversarial").glob("*.safetensors"))
+    assert len(files) == 2 and first[0] in files and first[0].read_bytes() == before
+    from deepsloth.adversarial import load_adversarial
+    eps = sorted(load_adversarial(f)[2]["spec"]["params"]["eps"] for f in files)
+    assert eps == [pytest.approx(4 / 255), pytest.approx(8 / 255)]
+    assert len(list((tmp_path / "model").glob("deepsloth-linf-sample-*.json"))) == 2
+    # the same configuration again reuses the result
+    assert main(common + ["--eps", "8/255"]) == 0
+    assert len(list((tmp_path / "model" / "adversarial").glob("*.safetensors"))) == 2
+
+
+def test_sharded_crafting_merges_bit_identically(setup, tmp_path):
+    ctx = ctx_for(setup, N_TEST)
+    spec = resolve_spec("pgd-avg", dataset="cifar10", steps=2)
+    ref = craft(ctx, spec, seed=5, batch_size=3).inputs
+    out = tmp_path / "adv"
+    assert craft(ctx, spec, seed=5, batch_size=3, out_dir=out, shard=(1, 2)) is None   # rank 1: batches 1, 3
+    merged = craft(ctx, spec, seed=5, batch_size=3, out_dir=out, shard=(0, 2))          # rank 0: 0, 2, merges
+    assert merged is not None and torch.equal(merged.inputs, ref)
+    assert not list(out.glob("*.partial"))
+    with pytest.raises(DeepslothError):
+        craft(ctx, spec, shard=(2, 2))
+
+
+def test_killed_crafting_resumes_identically(setup, tmp_path, monkeypatch):
+    from deepsloth.attacks import DeepSloth
+    ctx = ctx_for(setup, 7)
+    spec = resolve_spec("deepsloth", dataset="cifar10", steps=2)
+    ref = craft(ctx, spec, seed=0, batch_size=3).inputs
+    original, calls = DeepSloth.__call__, {"n": 0}
+
+    def dying(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(DeepSloth, "__call__", dying)
+    with pytest.raises(KeyboardInterrupt):
+        craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
+    partial = next(tmp_path.glob("*.partial"))
+    assert sorted(p.name for p in partial.glob("batch-*")) == ["batch-000000000.safetensors"]
+    calls["n"] = -100
+    again = craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
+    assert calls["n"] == -98 and torch.equal(again.inputs, ref) and not partial.exists()
+
+
+def test_universal_and_class_crafting_records(setup, tmp_path):
+    ctx = ctx_for(setup, 6)
+    uni = craft(ctx, resolve_spec("deepsloth-universal", dataset="cifar10", steps=2, n_images=8), out_dir=tmp_path)
+    assert uni.kind == "universal" and uni.tensors["delta"].shape == (3, 32, 32)
+    assert uni.record["craft"]["n_images"] == 8 and uni.record["craft_pool"]["n"] == 30
+    assert uni.record["perturbation_norms"]["linf"]["max"] <= 8 / 255 + 1e-6
+    cls = craft(ctx, resolve_spec("deepsloth-class", dataset="cifar10", steps=1, n_images=2, eps=4 / 255))
+    assert cls.kind == "class-universal" and cls.tensors["deltas"].shape == (10, 3, 32, 32)
+    assert cls.record["norms"]["linf"]["max"] <= 4 / 255 + 1e-6
+    again = craft(ctx, resolve_spec("deepsloth-universal", dataset="cifar10", steps=2, n_images=8), out_dir=tmp_path)
+    assert again.reused and torch.equal(again.inputs, uni.inputs)
+
+
+# ------------------------------------------------------------------ grid and report
+
+def _grid(setup, out, cells):
+    ctx = ctx_for(setup, 6)
+    specs = [resolve_spec(c, dataset="cifar10", **FAST.get(c, {})) for c in cells]
+    return run_grid(ctx, specs, out, seed=0, batch_size=4)
+
+
+def test_killed_grid_resumes_only_missing_cells(setup, tmp_path, monkeypatch):
+    cells = ["pgd-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal"]
+    _grid(setup, tmp_path / "full", cells)
+    import deepsloth.experiments.grid as grid_mod
+    original, crafted = grid_mod.craft, []
+
+    def dying(ctx, spec, **k):
+        if spec.cell == "deepsloth-linf-universal":
+            raise KeyboardInterrupt
+        crafted.append(spec.cell)
+        return original(ctx, spec, **k)
+
+    monkeypatch.setattr(grid_mod, "craft", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _grid(setup, tmp_path / "resumed", cells)
+    assert crafted == ["pgd-linf-sample", "deepsloth-linf-sample"]
+    crafted.clear()
+    monkeypatch.setattr(grid_mod, "craft", lambda ctx, spec, **k: (crafted.append(spec.cell), original(ctx, spec, **k))[1])
+    rows = _grid(setup, tmp_path / "resumed", cells)
+    assert crafted == ["deepsloth-linf-universal"]
+    assert [r["status"] for r in rows] == ["done before"] * 3 + ["done"]
+
+    def files(root):
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert files(full) == files(resumed)
+    for rel in files(full):
+        if rel.endswith(".safetensors"):
+            assert (full / rel).read_bytes() == (resumed / rel).read_bytes(), rel
+
+
+def _record(name, cell, final, rads):
+    """A hand-made comparison record (only the fields the report reads)."""
+    spec = None if cell == "clean" else dict(zip(("attack", "norm", "scope"), parse_name(cell)), params={"eps": 0.03})
+    return {"format": "deepsloth-comparison/1", "cell": cell, "label": cell, "attack": spec, "attack_id": cell,
+            "seed": 0, "created": "2026-01-01T00:00:00+00:00",
+            "model": {"name": name, "arch": "resnet56", "dataset": "cifar10", "exits": 3},
+            "data": {"n": 100, "kind": "test", "sha256": "abc"}, "costs": [0.3, 0.6, 1.0],
+            "clean": {"final_accuracy": 0.9}, "attacked": {"final_accuracy": final},
+            "rad": {k: {"threshold": q, "clean": {"efficacy": ce, "accuracy": 0.88, "exit_counts": [50, 30, 20],
+                                                  "mean_cost": 0.5},
+                        "attacked": {"efficacy": ae, "accuracy": acc, "exit_counts": [0, 0, 100], "mean_cost": mc},
+                        "efficacy_reduction": None if cell == "clean" else (ce - ae) / ce,
+                        "latency_amplification": lat} for k, (q, ce, ae, acc, mc, lat) in rads.items()}}
+
+
+def test_report_rows_from_fixture_directory(tmp_path):
+    recs = [_record("m", "clean", 0.9, {"5": (0.8, 0.5, 0.5, 0.88, 0.5, 1.0)}),
+            _record("m", "deepsloth-linf-sample", 0.85, {"5": (0.8, 0.5, 0.0, 0.85, 1.0, 2.5)}),
+            _record("m", "pgd-linf-sample", 0.02, {"5": (0.8, 0.5, 0.55, 0.1, 0.45, 0.9)})]
+    (tmp_path / "m").mkdir()
+    for r in recs:
+        (tmp_path / "m" / f"{r['cell']}.json").write_text(json.dumps(r))
+    (tmp_path / "m" / "not-a-result.json").write_text("[1, 2]")
+    models = group_by_model(load_results(tmp_path))
+    md = render_markdown(models).splitlines()
+    assert md[2] == ("| attack | final acc % | EE acc % @5 | efficacy @5 | eff. red. % @5 | latency x @5 |")
+    assert md[4:7] == ["| clean | 90.0 | 88.0 | 0.500 | - | 1.00 |",
+                       "| pgd-linf-sample | 2.0 | 10.0 | 0.550 | -10.0 | 0.90 |",
+                       "| deepsloth-linf-sample | 85.0 | 85.0 | 0.000 | 100.0 | 2.50 |"]
+    csv = render_csv(models).splitlines()
+    assert csv[1] == "m,resnet56,cifar10,100,clean,clean,,,5,0.80,0.9000,0.8800,0.5000,0.5000,,0.5000,1.0000"
+    assert csv[3] == ("m,resnet56,cifar10,100,deepsloth-linf-sample,deepsloth,linf,sample,5,0.80,0.8500,0.8500,"
+                      "0.0000,0.5000,1.0000,1.0000,2.5000")
+    assert main(["report", str(tmp_path), "--format", "md", "csv", "tex", "--json"]) == 0
+    assert (tmp_path / "tables.tex").read_text().count("\\toprule") == 1
+    assert (tmp_path / "eec_grid.png").stat().st_size > 10_000
+
+
+def test_grid_cells_and_report_end_to_end(setup, tmp_path, capsys):
+    assert [s.cell for s in grid_specs("all")][:4] == ["pgd-linf-sample", "pgd-avg-linf-sample",
+                                                      "pgd-max-linf-sample", "uap-linf-universal"]
+    assert len(grid_specs("all")) == 13 and len(grid_specs("all", norms=["l1"])) == 3
+    assert [s.cell for s in grid_specs(["deepsloth"], norms=["linf"])] == [
+        "deepsloth-linf-sample", "deepsloth-linf-universal", "deepsloth-linf-class"]
+    _grid(setup, tmp_path, ["pgd-linf-sample", "deepsloth-linf-sample"])
+    rec = json.loads(next((tmp_path / "model").glob("deepsloth-linf-sample-*.json")).read_text())
+    assert rec["format"] == "deepsloth-comparison/1" and set(rec["rad"]) == {"5", "15"}
+    assert rec["model"]["weights_sha256"] and rec["norms"]["linf"]["max"] <= 8 / 255 + 1e-6
+    r5 = rec["rad"]["5"]
+    assert sum(r5["attacked"]["exit_counts"]) == 6 and r5["latency_amplification"] > 0
+    header, rows = table(group_by_model(load_results(tmp_path))["model"])
+    assert [r[0] for r in rows] == ["clean", "PGD (per-sample, l_inf)", "DeepSloth (per-sample, l_inf)"]
+
+
+def test_thresholds_of_zoo_models_never_go_into_the_package(monkeypatch, tmp_path):
+    from deepsloth.exits.calibrate import _candidate_files
+    from deepsloth.models.zoo import ZOO_DIR
+    monkeypatch.setenv("DEEPSLOTH_DATA", str(tmp_path))
+    files = _candidate_files(ZOO_DIR / "resnet56_sdn_cifar10", "0" * 64)
+    assert files == [tmp_path / "thresholds" / ("0" * 32 + ".json")]
+    assert _candidate_files(tmp_path / "m", "0" * 64)[0] == tmp_path / "m" / "thresholds.json"
+
+
+# ------------------------------------------------------------------ bad values
+
+@pytest.mark.parametrize("argv", [
+    ["audit", "--rad", "150"], ["audit", "--rad", "0"], ["audit", "--n", "-3"],
+    ["attack", "--model", "M", "--eps", "-0.1"], ["attack", "--model", "M", "--eps", "nan"],
+    ["attack", "--model", "M", "--attack", "nope"], ["attack", "--model", "M", "--rad", "150"],
+    ["grid", "--model", "M", "--attacks", "nope"], ["grid", "--model", "M", "--rad", "-5"],
+    ["evaluate", "--model", "M", "--rad", "100"], ["latency", "--model", "M", "--tx-bytes", "-5"],
+    ["latency", "--model", "M", "--bandwidth-mbps", "0"], ["report", "/nonexistent/folder"],
+])
+def test_bad_values_are_one_line_errors(setup, argv, capsys):
+    argv = [str(setup["model"]) if a == "M" else a for a in argv]
+    if argv[0] != "report":
+        argv += ["--data-root", str(setup["root"]), "--device", "cpu"]
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "error" in err
