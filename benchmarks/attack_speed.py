@@ -9,6 +9,11 @@ naive : the same loop with parameter gradients left on and `loss.backward()` (a
 
 Prints ratios, not seconds: floor_time / our_time (target >= 0.85) and naive_time / our_time.
 
+Final-exit PGD (`--pgd`, on by default): our PGD against a final-exit-only floor (a bare loop of
+the backbone's forward and backward to the input, no internal classifiers; target >= 0.95), and
+torchattacks' PGD on `exit_view(model)` against ours (when torchattacks is installed), plus the
+saving of the exit-aware forward over running the whole SDN at every step.
+
     python benchmarks/attack_speed.py [--model DIR|zoo-name] [--batch 128] [--steps 10]
                                       [--repeats 3] [--threads N] [--device auto]
 """
@@ -20,7 +25,7 @@ import time
 
 import torch
 
-from deepsloth.attacks import DeepSloth, uniform_ic_loss
+from deepsloth.attacks import PGD, DeepSloth, uniform_ic_loss
 from deepsloth.device import resolve_device
 
 
@@ -63,6 +68,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive loop")
+    ap.add_argument("--no-pgd", action="store_true", help="skip the final-exit PGD comparison")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,6 +116,59 @@ def main() -> None:
           f"forward+backward to the input)")
     if "naive" in med:
         print(f"  ratio naive/ours = {med['naive'] / med['ours']:.3f}  (naive: parameter gradients on, loss.backward())")
+    if not args.no_pgd:
+        pgd_report(model, x, args, device)
+
+
+def pgd_report(model, x, args, device) -> None:
+    """Final-exit PGD: ours vs the backbone-only floor, vs the whole SDN, vs torchattacks."""
+    import torch.nn.functional as F
+    from deepsloth.models import exit_view
+
+    y = torch.arange(len(x), device=device) % 10
+    backbone = exit_view(model)   # the final exit without the internal classifiers
+
+    def floor():
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            for _ in range(args.steps):
+                xi = x.detach().requires_grad_(True)
+                torch.autograd.grad(F.cross_entropy(backbone(xi), y, reduction="sum"), xi)
+        finally:
+            for p, f in flags:
+                p.requires_grad_(f)
+
+    class WholeSDN(torch.nn.Module):   # hides forward_exits: every step runs every exit
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, z):
+            return self.m(z)
+
+    pgd = PGD(model, steps=args.steps, step_size=2 / 255, seed=0)
+    whole = PGD(WholeSDN(model), steps=args.steps, step_size=2 / 255, seed=0)
+    runs = {"floor": floor, "ours": lambda: pgd(x, y), "whole": lambda: whole(x, y)}
+    try:
+        import torchattacks
+        ta = torchattacks.PGD(backbone, eps=8 / 255, alpha=2 / 255, steps=args.steps)
+        runs["torchattacks"] = lambda: ta(x, y)
+    except ImportError:
+        pass
+    runs["ours"]()
+    times = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, fn in runs.items():
+            times[k].append(timed(fn, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"Final-exit PGD ({args.steps} steps, batch {len(x)}):")
+    print(f"  ratio floor/ours = {med['floor'] / med['ours']:.3f}  (target >= 0.95; floor: backbone forward+backward "
+          f"to the input, no ICs)")
+    print(f"  ratio whole-SDN/ours = {med['whole'] / med['ours']:.3f}  (the same PGD running every exit at every step)")
+    if "torchattacks" in med:
+        print(f"  ratio torchattacks/ours = {med['torchattacks'] / med['ours']:.3f}  (torchattacks.PGD on exit_view(model))")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..data.augment import to_float01  # noqa: F401  (re-exported)
-from .objectives import Objective, as_logits
+from .objectives import Objective, as_logits, exits_needed
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -80,6 +80,28 @@ class Attack:
         self.model = model
         self.seed = int(seed)
         self.device = torch.device(device) if device is not None else model_device(model)
+        self.normalization: Optional[tuple] = None   # (mean, std) the model expects, if any
+
+    def set_normalization_used(self, mean, std) -> "Attack":
+        """The model expects (x - mean) / std (per channel); the attack keeps working in [0, 1]
+        pixel space (eps is measured there) and normalises only what it feeds the model."""
+        m = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        if bool((s <= 0).any()):
+            raise ValueError("normalisation std must be > 0")
+        self.normalization = (m, s)
+        return self
+
+    def generate(self, x, y=None, **kwargs):
+        """ART-style entry point: numpy (or tensor) inputs in [0, 1], same type out."""
+        import numpy as np
+        as_numpy = isinstance(x, np.ndarray)
+        xt = torch.from_numpy(x) if as_numpy else x
+        yt = None if y is None else (torch.from_numpy(np.asarray(y)) if not torch.is_tensor(y) else y)
+        if yt is not None and yt.dim() == 2:   # one-hot labels, as ART passes them
+            yt = yt.argmax(dim=1)
+        out = self(xt.float(), None if yt is None else yt.long(), **kwargs)
+        return out.numpy() if as_numpy else out
 
     # -- public ------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
@@ -107,23 +129,32 @@ class Attack:
         """Inputs as float32 [0, 1] on the attack's device."""
         return to_float01(x.to(self.device, non_blocking=True))
 
-    def logits(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def logits(self, x: torch.Tensor, need="all") -> List[torch.Tensor]:
+        """The model's exit logits; with `need` "final" or an exit index, only that part of the
+        network runs when the model offers `forward_exits` (see objectives.exits_needed)."""
+        if self.normalization is not None:
+            m, s = self.normalization
+            x = (x - m.to(x.device)) / s.to(x.device)
+        partial = getattr(self.model, "forward_exits", None)
+        if need != "all" and partial is not None:
+            return as_logits(partial(x, need))
         return as_logits(self.model(x))
 
     def input_grad(self, x: torch.Tensor, objective: Objective,
-                   labels: Optional[torch.Tensor]) -> torch.Tensor:
-        """d objective(model(x), labels).sum() / d x, with x a fresh leaf (no parameter grads)."""
+                   labels: Optional[torch.Tensor], reduction: str = "sum") -> torch.Tensor:
+        """d objective(model(x), labels).sum() (or .mean()) / d x, with x a fresh leaf (no
+        parameter grads); only the exits the objective reads are computed."""
         x = x.detach().requires_grad_(True)
-        loss = objective(self.logits(x), labels)
+        loss = objective(self.logits(x, exits_needed(objective)), labels)
         if not loss.requires_grad:        # an objective that ignores the input: no direction
             return torch.zeros_like(x)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
+        (grad,) = torch.autograd.grad(loss.mean() if reduction == "mean" else loss.sum(), x)
         return grad
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Final-exit predictions (no gradients)."""
+        """Final-exit predictions (no gradients; the internal classifiers are not run)."""
         with torch.no_grad():
-            return self.logits(x)[-1].argmax(dim=-1)
+            return self.logits(x, "final")[-1].argmax(dim=-1)
 
 
 __all__ = ["Attack", "frozen", "model_device", "to_float01", "derive_seed", "apply_universal"]

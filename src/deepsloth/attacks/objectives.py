@@ -5,6 +5,11 @@ the model's output, a list of K tensors [N, C] (internal classifiers first, fina
 `labels` is an int64 tensor [N] or None. Attacks differentiate ``objective(...).sum()``, so
 each input's gradient is that of its own value, independent of the batch it is in.
 
+An objective may declare which exits it reads in an `exits` attribute: "final" (only the final
+exit: the network runs without its internal classifiers), an int i (exits 0..i: the network stops
+after exit i), or "all" (the default). Attacks then run only the part of the network it needs
+(`exits_needed`); the logits it reads are the same either way.
+
 Direction is the attack's business: `PGD` *maximises* its objective, `DeepSloth` *minimises*
 its objective (by default `uniform_ic_loss`). Any callable with this signature can be passed.
 """
@@ -35,12 +40,26 @@ def final_ce(logits: Logits, labels: Optional[torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits[-1].float(), _need_labels(labels, "final"), reduction="none")
 
 
-def exit_ce(index: int) -> Objective:
-    """Cross-entropy of one exit (0-based; -1 is the final exit): PGD-max runs one per exit."""
+final_ce.exits = "final"
+
+
+def exit_ce(index: int, num_exits: Optional[int] = None) -> Objective:
+    """Cross-entropy of one exit (0-based; -1 is the final exit): PGD-max runs one per exit.
+
+    With `num_exits`, exit i < K-1 declares that it needs exits 0..i only."""
+    last = index == -1 or (num_exits is not None and index == num_exits - 1)
+    pick = -1 if last else index   # the final exit is the last logits in any view of the outputs
+
     def objective(logits: Logits, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(logits[index].float(), _need_labels(labels, "exit"), reduction="none")
+        return F.cross_entropy(logits[pick].float(), _need_labels(labels, "exit"), reduction="none")
     objective.__name__ = f"exit_ce_{index}"
+    objective.exits = "final" if last else (int(index) if num_exits is not None else "all")
     return objective
+
+
+def exits_needed(objective) -> Union[str, int]:
+    """"final", an exit index i (exits 0..i) or "all": what `objective` reads."""
+    return getattr(objective, "exits", "all")
 
 
 def _stacked_ce(logits: Logits, labels: torch.Tensor) -> torch.Tensor:
@@ -94,5 +113,5 @@ def objective_name(obj: Union[str, Objective]) -> str:
     return getattr(obj, "__name__", type(obj).__name__)
 
 
-__all__ = ["Objective", "as_logits", "final_ce", "exit_ce", "mean_ce", "sum_ce",
+__all__ = ["Objective", "as_logits", "exits_needed", "final_ce", "exit_ce", "mean_ce", "sum_ce",
            "uniform_ic_loss", "OBJECTIVES", "get_objective", "objective_name"]

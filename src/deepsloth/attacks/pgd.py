@@ -6,6 +6,13 @@
                                     chain with the largest summed CE over all exits (PGD-max)
     PGD(model, objective=fn)        any fn(logits, labels) -> Tensor[N], maximised
 
+torchattacks-style construction is accepted too: `alpha=` is the step size,
+`targeted=True` (or `set_mode_targeted_by_label()`) moves towards the labels passed to the call
+(the target classes) by minimising the objective, `reduction="mean"` differentiates the batch
+mean like torchattacks does (the default "sum" makes each input's step independent of its
+batch), and `set_normalization_used(mean, std)` serves models that expect normalised inputs.
+Final-exit PGD runs the network without its internal classifiers (`objectives.exits_needed`).
+
 Each step: x' <- proj_ball(x' + step_size * direction(grad)), clamped to [0, 1], where the
 ball is centred on the clean x and direction is sign (l_inf), the unit gradient (l_2) or
 the sparse sign of `norms.sparse_sign` (l_1). The random start is uniform in the ball and
@@ -39,10 +46,18 @@ class PGD(Attack):
     def __init__(self, model: nn.Module, objective: Union[str, Objective] = "final",
                  norm: str = "linf", eps: Optional[float] = None, steps: Optional[int] = None,
                  step_size: Optional[float] = None, random_start: bool = True, seed: int = 0,
-                 percentile: float = 99.0, device=None):
+                 percentile: float = 99.0, device=None, *, alpha: Optional[float] = None,
+                 targeted: bool = False, reduction: str = "sum"):
         super().__init__(model, seed=seed, device=device)
         self.norm = check_norm(norm)
         d = PGD_DEFAULTS[self.norm]
+        if alpha is not None:
+            if step_size is not None and float(step_size) != float(alpha):
+                raise ValueError("give the step size once: step_size or alpha")
+            step_size = alpha
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.targeted, self.reduction = bool(targeted), reduction
         self.eps = check_eps(d["eps"] if eps is None else eps, self.norm)
         self.steps = check_count("steps", d["steps"] if steps is None else steps)
         self.step_size = check_positive("step_size", d["step_size"] if step_size is None else step_size)
@@ -51,6 +66,20 @@ class PGD(Attack):
         self.objective = objective
         if objective != "max":
             get_objective(objective)  # validate early
+
+    # -- torchattacks-style switches ----------------------------------------------------------
+    def set_mode_targeted_by_label(self, quiet: bool = True) -> "PGD":
+        """From now on the labels given to a call are target classes (reached by descent)."""
+        self.targeted = True
+        return self
+
+    def set_mode_default(self) -> "PGD":
+        self.targeted = False
+        return self
+
+    @property
+    def alpha(self) -> float:
+        return self.step_size
 
     @property
     def variant(self) -> str:
@@ -63,12 +92,18 @@ class PGD(Attack):
                "step_size": self.step_size, "random_start": self.random_start, "seed": self.seed}
         if self.norm == "l1":
             cfg["percentile"] = self.percentile
+        if self.targeted:
+            cfg["targeted"] = True
+        if self.reduction != "sum":
+            cfg["reduction"] = self.reduction
         return cfg
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor],
                 generator: torch.Generator) -> torch.Tensor:
         x = self.prepare(x)
         if y is None:
+            if self.targeted:
+                raise ValueError("targeted PGD needs the target labels")
             y = self.predict(x)
         if self.objective == "max":
             return self._pgd_max(x, y, generator)
@@ -82,18 +117,19 @@ class PGD(Attack):
             x_adv = clip_to_ball(x + noise, x, self.norm, self.eps)
         else:
             x_adv = x.clone()
+        size = -self.step_size if self.targeted else self.step_size
         for _ in range(self.steps):
-            grad = self.input_grad(x_adv, objective, y)
+            grad = self.input_grad(x_adv, objective, y, self.reduction)
             step = steepest_direction(grad, self.norm, self.percentile)
-            x_adv = clip_to_ball(x_adv + self.step_size * step, x, self.norm, self.eps)
+            x_adv = clip_to_ball(x_adv + size * step, x, self.norm, self.eps)
         return x_adv
 
     def _pgd_max(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
             num_exits = len(self.logits(x[:1]))
         best, best_score = x.clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
-        for i in range(num_exits):
-            cand = self.chain(x, y, exit_ce(i), generator)
+        for i in range(num_exits):   # chain i runs the network only up to exit i
+            cand = self.chain(x, y, exit_ce(i, num_exits), generator)
             with torch.no_grad():
                 score = sum_ce(self.logits(cand), y)
             better = score > best_score

@@ -117,7 +117,7 @@ class AttackSpec:
         return hash(self.id)
 
 
-_PGD_KEYS = {"eps", "steps", "step_size", "random_start", "percentile"}
+_PGD_KEYS = {"eps", "steps", "step_size", "random_start", "percentile", "targeted", "reduction", "alpha"}
 _DS_SAMPLE_KEYS = {"eps", "steps", "step_size", "random_start", "gamma", "lr_min", "decay_every", "grad_clip",
                    "percentile", "dataset", "objective"}
 ALLOWED: Dict[Tuple[str, str], set] = {
@@ -152,6 +152,10 @@ def _resolved_params(atk) -> Dict[str, Any]:
         p = {"eps": atk.eps, "steps": atk.steps, "step_size": atk.step_size, "random_start": atk.random_start}
         if atk.norm == "l1":
             p["percentile"] = atk.percentile
+        if atk.targeted:              # recorded only when not the default: existing ids stay valid
+            p["targeted"] = True
+        if atk.reduction != "sum":
+            p["reduction"] = atk.reduction
         return p
     if isinstance(atk, DeepSloth):
         r = atk.params()

@@ -55,7 +55,7 @@ class UAP(Attack):
                 "candidates": self.candidates, "batch_size": self.batch_size, "seed": self.seed}
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits(x)[-1]
+        return self.logits(x, "final")[-1]   # the backbone only: the ICs play no part in UAP
 
     def deepfool(self, x0: torch.Tensor, label: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Batched DeepFool on the final exit from x0 for inputs currently classified `label`.

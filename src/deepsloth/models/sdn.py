@@ -68,6 +68,30 @@ class MultiExitNet(nn.Module):
         outs.append(self.head(h))
         return outs
 
+    def forward_exits(self, x: torch.Tensor, need="all") -> List[torch.Tensor]:
+        """Only what `need` asks for: "all" (= forward), "final" ([final logits], computed without
+        the internal classifiers) or an exit index i ([exit 0, ..., exit i], stopping there).
+        The logits are those of `forward`, computed by the same operations."""
+        if need == "all":
+            return self.forward(x)
+        h = self.stem(x)
+        if need == "final":
+            for block in self.blocks:
+                h = block(h)
+            return [self.head(h)]
+        last = int(need)
+        if last < 0:
+            last += self.num_exits
+        if not 0 <= last < self.num_exits:
+            raise ValueError(f"exit {need} out of range for {self.num_exits} exits")
+        if last == self.num_exits - 1:
+            return self.forward(x)
+        outs = []
+        for block, ic in zip(self.blocks[:last + 1], self.ics[:last + 1]):
+            h = block(h)
+            outs.append(ic(h))
+        return outs
+
     def backbone(self) -> Backbone:
         """The plain CNN view of this network (same modules, final exit only)."""
         return Backbone(self.stem, list(self.blocks), self.head)
