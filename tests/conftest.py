@@ -53,3 +53,17 @@ def one_thread():
         torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_ZIP = SHARED_DATA / "tiny-imagenet-200-subset.zip"
+
+
+@pytest.fixture(scope="session")
+def tinyimagenet_root(tmp_path_factory) -> Path:
+    """A data root holding the shared Tiny ImageNet subset (20,000 train / 10,000 test, 64x64)."""
+    if not TINY_ZIP.is_file():
+        pytest.skip(f"real dataset archive {TINY_ZIP} not present (see shared/data/README.md)")
+    from deepsloth.data import import_tinyimagenet
+    root = tmp_path_factory.mktemp("tinyimagenet-cache")
+    import_tinyimagenet(TINY_ZIP, root)
+    return root

@@ -162,4 +162,37 @@ def install(model_dir: Path, name: str, store_dtype: str = "float32") -> Path:
     return dest
 
 
-__all__ = ["train_zoo_model", "install", "summary", "summaries", "lineage", "find_recipe", "parent_record"]
+
+
+# The paper's clean threshold sweep of its VGG16-BN IC-only SDN on CIFAR-10 (docs/method.md §8.2):
+# q -> (early-exit accuracy %, cost = 1 - efficacy). q = 0.05 .. 0.15 share one row in the paper.
+PAPER_VGG16BN_SWEEP = {
+    0.05: (57.27, .0030), 0.10: (57.27, .0030), 0.15: (57.27, .0030), 0.20: (57.38, .0033),
+    0.25: (58.11, .0056), 0.30: (60.05, .0115), 0.35: (62.40, .0208), 0.40: (65.36, .0342),
+    0.45: (68.63, .0503), 0.50: (72.22, .0698), 0.55: (75.67, .0902), 0.60: (78.61, .1129),
+    0.65: (81.55, .1386), 0.70: (84.20, .1664), 0.75: (86.59, .1969), 0.80: (88.50, .2313),
+    0.85: (90.14, .2707), 0.90: (91.38, .3215), 0.95: (92.16, .3942)}
+
+
+def clean_sweep(model: str, *, n: Optional[int] = None, device: str = "auto",
+                data_root: Optional[str] = None) -> Dict:
+    """The 19-threshold clean sweep of a model on its test split (first n images; default all):
+    per q the early-exit accuracy and cost = 1 - efficacy, next to the paper's VGG16-BN sweep."""
+    from ..metrics.efficacy import efficacy
+    from .context import load_context
+
+    ctx = load_context(model, n=n, device=device, data_root=data_root)
+    cal = ctx.calibration
+    rows = []
+    for row in cal["sweep"]:
+        q = round(row["threshold"], 2)
+        paper = PAPER_VGG16BN_SWEEP.get(q) if ctx.meta.get("arch") == "vgg16bn" and ctx.dataset == "cifar10" else None
+        rows.append({"q": q, "accuracy": row["accuracy"], "cost": 1.0 - efficacy(row["exit_counts"], ctx.costs.normalised),
+                     "paper_accuracy": paper[0] / 100 if paper else None, "paper_cost": paper[1] if paper else None})
+    return {"model": ctx.model_record(), "data": ctx.data_record(), "final_accuracy": cal["reference_accuracy"],
+            "per_exit_accuracy": cal["per_exit_accuracy"], "rows": rows,
+            "thresholds": {k: v["threshold"] for k, v in ctx.thresholds.items()}}
+
+
+__all__ = ["train_zoo_model", "install", "summary", "summaries", "lineage", "find_recipe", "parent_record",
+           "clean_sweep", "PAPER_VGG16BN_SWEEP"]

@@ -44,12 +44,28 @@ def dataset_shape(dataset: str) -> Tuple[int, int]:
 
 def create_model(name: str, dataset: str = "cifar10", *, sdn: Optional[bool] = None,
                  num_classes: Optional[int] = None, input_size: Optional[int] = None,
-                 seed: Optional[int] = None) -> nn.Module:
+                 seed: Optional[int] = None, pretrained: bool = False,
+                 device: str | torch.device = "cpu") -> nn.Module:
     """Build a backbone CNN (`sdn=False`) or its SDN with one IC per block (`sdn=True`, default).
 
     `seed` makes the initialisation reproducible without touching the global RNG state.
+    `pretrained=True` returns the shipped zoo model `<arch>_sdn_<dataset>` (loaded strictly, in
+    eval mode) with its `model.json` metadata as `model.meta`.
     """
     arch, suffix_sdn = parse_name(name)
+    if pretrained:
+        if sdn is False or suffix_sdn is False:
+            raise DeepslothError("the zoo ships SDNs only; use pretrained=True without sdn=False")
+        if num_classes is not None or input_size is not None or seed is not None:
+            raise DeepslothError("pretrained models fix their classes, input size and weights")
+        from .zoo import load_model, zoo_names
+        zoo_name = f"{arch}_sdn_{dataset}"
+        if zoo_name not in zoo_names():
+            raise DeepslothError(f"no pretrained {zoo_name} in the zoo (shipped: {', '.join(zoo_names()) or 'none'}); "
+                                 f"train it with `deepsloth zoo train {arch}`")
+        model, meta, _ = load_model(zoo_name, device)
+        model.meta = meta
+        return model
     if sdn is None:
         sdn = True if suffix_sdn is None else suffix_sdn
     classes, size = dataset_shape(dataset)
