@@ -17,7 +17,8 @@ from .. import __version__
 from ..errors import DeepslothError
 
 # Order here is the order in `deepsloth --help`.
-COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "grid", "report", "latency", "zoo"]
+COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "grid", "report", "latency", "represent",
+            "zoo"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -44,6 +44,7 @@ class Context:
     device: torch.device
     test: Dataset                   # the selected clean inputs (uint8) and labels
     data_kind: str                  # "test" or "bundled"
+    label: Optional[int]            # when set: only test images of this class
     policy: ExitPolicy
     rads: Tuple[float, ...]
     costs: ExitCosts
@@ -80,10 +81,13 @@ class Context:
     def data_record(self) -> Dict[str, Any]:
         """The clean-input selection: what, how many, and a fingerprint of the bytes."""
         if "data" not in self._cache:
+            what = "images" if self.label is None else f"images of class {self.label}"
             self._cache["data"] = {
                 "dataset": self.dataset, "split": "test", "kind": self.data_kind, "n": self.n,
-                "selection": f"the first {self.n} images in stored order", "source": self.test.source,
+                "selection": f"the first {self.n} {what} in stored order", "source": self.test.source,
                 "sha256": data_sha256(self.test.images, self.test.labels)}
+            if self.label is not None:
+                self._cache["data"]["label"] = self.label
         return self._cache["data"]
 
     # -- inputs ------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ class Context:
         return self._cache["clean_out"]
 
     def _calibrate(self) -> None:
-        if self.calib_n == self.n:
+        if self.calib_n == self.n and self.label is None:
             images, labels, outs = self.test.images, self.test.labels, self.clean_outputs
         else:
             source = self._full_test()
@@ -179,9 +183,11 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
                  calib_n: Optional[int] = None, policy: str | ExitPolicy = "confidence",
                  rads: Sequence[float] = DEFAULT_RADS, device: str | torch.device = "auto",
                  data_root: Optional[str] = None, batch_size: int = 500,
-                 channels_last: Optional[bool] = None) -> Context:
+                 channels_last: Optional[bool] = None, label: Optional[int] = None) -> Context:
     """Load a model (zoo name or directory) and select its clean inputs; see the module docstring.
 
+    `label` keeps only the test images of that class (the first `n` of them); thresholds are then
+    calibrated on the first `calib_n` (default: all) test images of every class, as usual.
     Every argument is checked before the model or data are loaded."""
     if data not in DATA_CHOICES:
         raise DeepslothError(f"data must be one of {', '.join(DATA_CHOICES)}, got {data!r}")
@@ -211,15 +217,29 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
     if tuple(full.images.shape[1:]) != (3, size, size):
         raise DeepslothError(f"{model} takes {meta.get('input_size')}px inputs, the {full.name} test images "
                              f"are {full.image_size}px")
+    calib_total = len(full)
+    if label is not None:
+        classes = int(meta.get("num_classes") or full.num_classes)
+        check_count("label", label, minimum=0)
+        if label >= classes:
+            raise DeepslothError(f"class {label} does not exist: the model has classes 0..{classes - 1}")
+        keep = (full.labels == label).nonzero().flatten()
+        full = Dataset(full.name, full.split, full.images[keep], full.labels[keep], list(full.classes), full.source,
+                       full.meta)
+        if calib_n is None:
+            calib_n = calib_total
     total = len(full)
-    for what, value in (("n", n), ("calib_n", calib_n)):
-        if value is not None and value > total:
-            raise DeepslothError(f"{what} = {value} exceeds the {total} available test images ({full.source})")
+    for what, value, limit in (("n", n, total), ("calib_n", calib_n, calib_total)):
+        if value is not None and value > limit:
+            raise DeepslothError(f"{what} = {value} exceeds the {limit} available test images ({full.source}"
+                                 + ("" if what == "calib_n" or label is None else f", class {label}") + ")")
+    if total == 0:
+        raise DeepslothError(f"no test images of class {label} ({full.source})")
     n = n or total
     test = full.subset(n) if n < total else full
     pol = make_policy(policy, meta.get("num_classes") or full.num_classes)
     costs = exit_costs_for(net, meta, tuple(full.images.shape[1:]))
-    return Context(net, meta, Path(path), model_name(Path(path)), dev, test, data, pol, rads, costs,
+    return Context(net, meta, Path(path), model_name(Path(path)), dev, test, data, label, pol, rads, costs,
                    calib_n or n, batch_size, data_root)
 
 
