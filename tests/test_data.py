@@ -114,7 +114,7 @@ def test_import_cifar10_zip_tree(tmp_path):
     files, expected = cifar_tree({"train": 3, "test": 2})
     z = write_zip(tmp_path / "c.zip", files)
     root = tmp_path / "cache"
-    folder = import_cifar10([z], root)
+    folder = import_cifar10([z], root, allow_incomplete=True)   # a 3-class toy tree
     assert folder == root / "cifar10"
 
     tr = load_dataset("cifar10", "train", root)
@@ -144,7 +144,7 @@ def test_import_cifar10_two_archives_and_folder(tmp_path):
     test = {k: v for k, v in files.items() if "/test/" in k}
     ztrain = write_zip(tmp_path / "train.zip", train)
     ftest = write_folder(tmp_path / "testdir", test)
-    import_cifar10([ztrain, ftest], tmp_path / "cache")
+    import_cifar10([ztrain, ftest], tmp_path / "cache", allow_incomplete=True)
     assert len(load_dataset("cifar10", "train", tmp_path / "cache")) == 6
     te = load_dataset("cifar10", "test", tmp_path / "cache")
     assert len(te) == 3
@@ -158,7 +158,7 @@ def test_import_converts_modes_to_rgb(tmp_path):
         "train/cat/rgba.png": png_bytes(arr, "RGBA"),
         "train/cat/pal.png": png_bytes(arr, "P"),
     }
-    import_cifar10(write_zip(tmp_path / "m.zip", files), tmp_path / "cache")
+    import_cifar10(write_zip(tmp_path / "m.zip", files), tmp_path / "cache", allow_incomplete=True)
     ds = load_dataset("cifar10", "train", tmp_path / "cache")
     assert len(ds) == 3 and ds.images.shape[1] == 3
     gray = np.asarray(Image.fromarray(arr).convert("L").convert("RGB"))
@@ -169,7 +169,7 @@ def test_import_converts_modes_to_rgb(tmp_path):
 
 def test_missing_split_gives_import_hint(tmp_path):
     files, _ = cifar_tree({"test": 1})
-    import_cifar10(write_zip(tmp_path / "t.zip", files), tmp_path / "cache")
+    import_cifar10(write_zip(tmp_path / "t.zip", files), tmp_path / "cache", allow_incomplete=True)
     with pytest.raises(DeepslothError, match="train split of cifar10 was not imported"):
         load_dataset("cifar10", "train", tmp_path / "cache")
 
@@ -220,7 +220,7 @@ def test_cifar10_bad_input_leaves_no_cache(tmp_path, case):
     path = make(tmp_path)
     root = tmp_path / "cache"
     with pytest.raises(DeepslothError, match=message) as e:
-        import_cifar10([path], root)
+        import_cifar10([path], root, allow_incomplete=True)   # one-class trees: the error under test comes first
     assert "\n" not in str(e.value)
     assert not root.exists()
 
@@ -228,11 +228,11 @@ def test_cifar10_bad_input_leaves_no_cache(tmp_path, case):
 def test_failed_reimport_keeps_good_cache(tmp_path):
     files, _ = cifar_tree({"test": 2})
     root = tmp_path / "cache"
-    import_cifar10(write_zip(tmp_path / "good.zip", files), root)
+    import_cifar10(write_zip(tmp_path / "good.zip", files), root, allow_incomplete=True)
     before = (root / "cifar10" / "test.safetensors").read_bytes()
     bad = write_zip(tmp_path / "bad.zip", {"test/cat/1.jpg": b"garbage"})
     with pytest.raises(DeepslothError):
-        import_cifar10([bad], root)
+        import_cifar10([bad], root, allow_incomplete=True)
     assert (root / "cifar10" / "test.safetensors").read_bytes() == before
     assert len(load_dataset("cifar10", "test", root)) == 6
     assert sorted(p.name for p in root.iterdir()) == ["cifar10"]
@@ -448,7 +448,7 @@ def tiny_tree(train_per_class=2, gray=True, annotations=True, extra=None):
 def test_import_tinyimagenet(tmp_path):
     z = write_zip(tmp_path / "tiny-imagenet-200.zip", tiny_tree(train_per_class=3))
     root = tmp_path / "cache"
-    import_tinyimagenet(z, root)
+    import_tinyimagenet(z, root, allow_incomplete=True)   # 3 wnids, uneven val classes
     tr = load_dataset("tinyimagenet", "train", root)
     te = load_dataset("tinyimagenet", "test", root)
     assert tr.classes == WNIDS and tr.num_classes == 3 and tr.image_size == 64
@@ -477,8 +477,8 @@ def test_import_tinyimagenet(tmp_path):
 ])
 def test_tinyimagenet_bad_input(tmp_path, files, message):
     z = write_zip(tmp_path / "t.zip", files)
-    with pytest.raises(DeepslothError, match=message):
-        import_tinyimagenet(z, tmp_path / "cache")
+    with pytest.raises(DeepslothError, match=message):   # 3-wnid trees: allowed, so other errors show
+        import_tinyimagenet(z, tmp_path / "cache", allow_incomplete=message != "no annotation")
     assert not (tmp_path / "cache").exists()
 
 
@@ -622,7 +622,7 @@ def test_cli_import_and_info(tmp_path, capsys):
     root = str(tmp_path / "cache")
     assert main(["data", "info", "--json", "--data-root", root]) == 0
     assert json.loads(capsys.readouterr().out)["datasets"] == {}
-    assert main(["data", "import", "cifar10", str(z), "--data-root", root]) == 0
+    assert main(["data", "import", "cifar10", str(z), "--data-root", root, "--allow-incomplete"]) == 0
     assert "imported cifar10: 6 train / 3 test" in capsys.readouterr().out
     assert main(["data", "info", "--json", "--data-root", root]) == 0
     info = json.loads(capsys.readouterr().out)["datasets"]

@@ -50,6 +50,8 @@ def load_adversarial(path: os.PathLike | str) -> Tuple[str, Dict[str, torch.Tens
     if not st.is_file():
         raise DeepslothError(f"attack result not found: {st}")
     record = read_json(js) if js.is_file() else {}
+    if not isinstance(record, dict):
+        raise DeepslothError(f"{js}: expected a JSON object, got {type(record).__name__}")
     tensors = load_tensors(st)
     kind = record.get("kind")
     if kind is None:

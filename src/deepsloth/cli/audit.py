@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_data_root, add_device, add_json, add_rad, positive_int, print_json, writable_dir
+from .common import (add_data_root, add_device, add_json, add_rad, add_seed, nonempty, positive_int, print_json,
+                     writable_dir)
 
 DEFAULT_MODEL = "resnet56_sdn_cifar10"
 DEFAULT_N = 250
@@ -42,15 +43,15 @@ def register(sub) -> None:
                        description="Calibrate exit thresholds on clean inputs, then compare clean inputs with "
                                    "per-sample DeepSloth, universal DeepSloth and PGD: final and early-exit "
                                    "accuracy, efficacy, efficacy reduction and IoT latency amplification.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="zoo model name or model directory")
+    p.add_argument("--model", default=DEFAULT_MODEL, type=nonempty, help="zoo model name or model directory")
     p.add_argument("--data", default="bundled", choices=["bundled", "test"],
                    help="bundled: the 1,000-image CIFAR-10 test subset shipped with the package; test: the "
                         "model's dataset test split (imported with `deepsloth data import`)")
     p.add_argument("--n", type=positive_int, default=DEFAULT_N, help="audit the first N test images")
     add_rad(p)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch size")
-    p.add_argument("--out", default="deepsloth-audit", help="report directory")
+    p.add_argument("--out", default="deepsloth-audit", type=nonempty, help="report directory")
     add_json(p)
     add_device(p)
     add_data_root(p)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from ..errors import DeepslothError
+from .common import nonempty, writable_dir
 
 
 def register(sub) -> None:
@@ -16,7 +18,7 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
     def root_arg(sp):
-        sp.add_argument("--data-root", default=None, metavar="DIR",
+        sp.add_argument("--data-root", default=None, metavar="DIR", type=nonempty,
                         help="dataset cache folder (default: $DEEPSLOTH_DATA or ~/.cache/deepsloth)")
 
     imp = dsub.add_parser(
@@ -24,14 +26,17 @@ def register(sub) -> None:
         description="cifar10: cifar-10-python.tar.gz, or image-folder zips/folders laid out "
                     "<split>/<class>/<image> (give the train and test ones together). "
                     "tinyimagenet: tiny-imagenet-200.zip or its extracted folder.")
-    imp.add_argument("name", metavar="DATASET", help="cifar10 or tinyimagenet")
-    imp.add_argument("paths", nargs="+", metavar="PATH", help="archive(s) or folder(s)")
+    imp.add_argument("name", metavar="DATASET", type=nonempty, help="cifar10 or tinyimagenet")
+    imp.add_argument("paths", nargs="+", metavar="PATH", type=nonempty, help="archive(s) or folder(s)")
+    imp.add_argument("--allow-incomplete", action="store_true",
+                     help="import even when a class is missing from a split or the per-class counts differ "
+                          "from what the layout promises (refused by default; the old cache then stays)")
     imp.add_argument("--json", action="store_true", help="print the result as JSON")
     root_arg(imp)
     imp.set_defaults(func=_import)
 
     dl = dsub.add_parser("download", help="download the canonical archive, verify and import it")
-    dl.add_argument("name", metavar="DATASET", help="cifar10 or tinyimagenet")
+    dl.add_argument("name", metavar="DATASET", type=nonempty, help="cifar10 or tinyimagenet")
     dl.add_argument("--url", default=None, help="alternative URL (mirror) for the archive")
     dl.add_argument("--keep-archive", action="store_true",
                     help="keep the downloaded archive in <data-root>/.downloads")
@@ -64,24 +69,40 @@ def _print_summary(s: dict, as_json: bool, verb: str) -> None:
               f"{s.get('classes')} classes, into {s.get('path')} in {s['seconds']:.1f} s")
 
 
+def _cache_root(args, write: bool):
+    """The data root, checked before any work: a directory (or creatable), writable when `write`."""
+    from ..data import data_root
+    root = data_root(args.data_root)
+    if write:
+        writable_dir(root, "--data-root")
+    elif root.exists() and not root.is_dir():
+        raise DeepslothError(f"--data-root {root} is not a directory")
+    return root
+
+
 def _import(args) -> int:
     from ..data import canonical_name, import_cifar10, import_tinyimagenet
     name = canonical_name(args.name)
+    if name != "cifar10" and len(args.paths) != 1:
+        raise DeepslothError("tinyimagenet takes one archive or folder "
+                             "(tiny-imagenet-200.zip or its extracted folder)")
+    _cache_root(args, write=True)
     t0 = time.perf_counter()
     if name == "cifar10":
-        import_cifar10(args.paths, root=args.data_root)
+        import_cifar10(args.paths, root=args.data_root, allow_incomplete=args.allow_incomplete)
     else:
-        if len(args.paths) != 1:
-            raise DeepslothError("tinyimagenet takes one archive or folder "
-                                 "(tiny-imagenet-200.zip or its extracted folder)")
-        import_tinyimagenet(args.paths[0], root=args.data_root)
-    _print_summary(_summary(name, args.data_root, time.perf_counter() - t0), args.json, "imported")
+        import_tinyimagenet(args.paths[0], root=args.data_root, allow_incomplete=args.allow_incomplete)
+    summary = _summary(name, args.data_root, time.perf_counter() - t0)
+    _print_summary(summary, args.json, "imported")
+    for problem in summary.get("incomplete", []):
+        print(f"deepsloth: note: imported although incomplete: {problem}", file=sys.stderr)
     return 0
 
 
 def _download(args) -> int:
     from ..data import canonical_name, download
     name = canonical_name(args.name)
+    _cache_root(args, write=True)
     t0 = time.perf_counter()
     download(name, root=args.data_root, url=args.url, keep_archive=args.keep_archive)
     _print_summary(_summary(name, args.data_root, time.perf_counter() - t0), args.json,
@@ -90,8 +111,8 @@ def _download(args) -> int:
 
 
 def _info(args) -> int:
-    from ..data import DATASETS, data_root, dataset_info
-    root = data_root(args.data_root)
+    from ..data import DATASETS, dataset_info
+    root = _cache_root(args, write=False)
     found = dataset_info(args.data_root)
     if args.json:
         print(json.dumps({"data_root": str(root), "datasets": found}, indent=2))

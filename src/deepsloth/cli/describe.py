@@ -1,7 +1,7 @@
 """`deepsloth describe ARCH --dataset D`: parameters, exits and measured per-exit cost."""
 from __future__ import annotations
 
-from .common import add_json, print_json
+from .common import add_json, nonempty, print_json
 
 CONVENTIONS = ("paper", "exact")
 
@@ -41,7 +41,7 @@ def register(sub) -> None:
     p = sub.add_parser("describe", help="parameters, exits and per-exit cost of an architecture",
                        description="Build ARCH (an SDN unless the name ends in _cnn) and measure its "
                                    "parameters, exit count, ops, MACs and normalised cumulative cost per exit.")
-    p.add_argument("arch", help="vgg16bn, resnet56 or mobilenet (suffix _cnn for the plain CNN)")
+    p.add_argument("arch", type=nonempty, help="vgg16bn, resnet56 or mobilenet (suffix _cnn for the plain CNN)")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "tinyimagenet"])
     p.add_argument("--cost-convention", default="paper", choices=CONVENTIONS,
                    help="paper: close to the reference profiler's count (grouped convs charged x groups; "

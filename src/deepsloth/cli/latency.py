@@ -2,8 +2,8 @@
 (experiments.latency; docs/method.md §6). Without --inputs the attacked side is the worst case."""
 from __future__ import annotations
 
-from .common import (add_context, add_json, context_from, emit, nonneg_float, nonneg_int, positive_float,
-                     positive_int, writable_file)
+from .common import (add_context, add_json, context_from, emit, nonempty, nonneg_float, nonneg_int,
+                     positive_float, positive_int, thread_count, writable_file)
 
 
 def run(args) -> int:
@@ -60,7 +60,8 @@ def register(sub) -> None:
                                    "1..S) and a server (the rest), clean vs attacked, per RAD budget "
                                    "(docs/method.md §6), and the slowdown measured here with the early-exit runtime.")
     add_context(p)
-    p.add_argument("--inputs", default=None, help="attack result (default: the worst case, all to the final exit)")
+    p.add_argument("--inputs", default=None, type=nonempty,
+                   help="attack result (default: the worst case, all to the final exit)")
     p.add_argument("--device-gops", type=positive_float, default=DEVICE_GOPS, help="edge device G ops/s (%(default)g)")
     p.add_argument("--server-gops", type=positive_float, default=SERVER_GOPS, help="server G ops/s (%(default)g)")
     p.add_argument("--split", type=positive_int, default=None,
@@ -72,7 +73,7 @@ def register(sub) -> None:
     p.add_argument("--measure", action="store_true", help="time the per-exit compute here (batch 1) as the device's")
     p.add_argument("--measure-n", type=positive_int, default=50, help="images timed by --measure")
     p.add_argument("--runtime-n", type=nonneg_int, default=200, help="inputs for the measured slowdown; 0 skips it")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
-    p.add_argument("--out", default=None, metavar="JSON", help="also write the result to this JSON file")
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads for torch (at most the CPUs here)")
+    p.add_argument("--out", default=None, type=nonempty, metavar="JSON", help="also write the result to this JSON file")
     add_json(p)
     p.set_defaults(func=run)

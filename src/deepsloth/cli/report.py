@@ -2,7 +2,7 @@
 from the comparison files under DIR (written by grid, attack, evaluate --out, audit); never recomputes."""
 from __future__ import annotations
 
-from .common import add_json, emit, print_json, writable_dir
+from .common import add_json, nonempty, print_json, writable_dir
 
 
 def run(args) -> int:
@@ -22,9 +22,9 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("report", help="paper-style tables (Markdown, LaTeX, CSV) and EEC figure from results",
                        description=__doc__.replace("\n", " "))
-    p.add_argument("folder", help="results folder (searched recursively for comparison JSON files)")
+    p.add_argument("folder", type=nonempty, help="results folder (searched recursively for comparison JSON files)")
     p.add_argument("--format", nargs="+", default=["all"], choices=("md", "tex", "csv", "all"))
-    p.add_argument("--out", default=None, help="where to write tables.{md,tex,csv} and eec_grid.png (default: the folder)")
+    p.add_argument("--out", default=None, type=nonempty, help="where to write tables.{md,tex,csv} and eec_grid.png (default: the folder)")
     p.add_argument("--no-figure", action="store_true", help="tables only")
     add_json(p)
     p.set_defaults(func=run)

@@ -2,7 +2,8 @@
 PGD and per-sample DeepSloth inputs of one class, per exit (experiments.represent)."""
 from __future__ import annotations
 
-from .common import add_data_root, add_device, add_json, nonneg_int, positive_int, print_json, writable_dir
+from .common import (add_data_root, add_device, add_json, add_seed, nonempty, nonneg_int, positive_int, print_json,
+                     writable_dir)
 
 
 def run(args) -> int:
@@ -29,13 +30,13 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("represent", help="per-exit confidence, entropy and features of clean / PGD / DeepSloth inputs",
                        description=__doc__.replace("\n", " "))
-    p.add_argument("--model", required=True, help="model directory or zoo name")
+    p.add_argument("--model", required=True, type=nonempty, help="model directory or zoo name")
     p.add_argument("--class", dest="cls", type=nonneg_int, default=0, help="class index (default: 0)")
     p.add_argument("--n", type=positive_int, default=100, help="test images of that class (default: 100)")
     p.add_argument("--data", default="test", choices=("test", "bundled"), help="test split or the bundled subset")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="crafting batch size")
-    p.add_argument("--out", default="deepsloth-represent", help="output folder")
+    p.add_argument("--out", default="deepsloth-represent", type=nonempty, help="output folder")
     add_json(p)
     add_device(p)
     add_data_root(p)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_root, add_device, add_json, positive_int, print_json
+from .common import add_data_root, add_device, add_json, nonempty, positive_int, print_json, writable_dir
 
 
 def run_list(args) -> int:
@@ -28,8 +28,10 @@ def run_list(args) -> int:
 
 
 def run_train(args) -> int:
-    from ..experiments.zoo import train_zoo_model
+    from ..experiments.zoo import find_recipe, train_zoo_model
 
+    name = find_recipe(args.name)
+    writable_dir(args.out or f"runs/{name}")   # before any work
     train_zoo_model(args.name, out=args.out, recipe=args.recipe, device=args.device, data_root=args.data_root,
                     install_it=args.install)
     return 0
@@ -64,10 +66,10 @@ def register(sub) -> None:
     pl.set_defaults(func=run_list)
     pt = zsub.add_parser("train", help="reproduce a zoo model: CNN training, then IC-only training",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pt.add_argument("name", help="zoo model name or architecture (resnet56, mobilenet, vgg16bn)")
+    pt.add_argument("name", type=nonempty, help="zoo model name or architecture (resnet56, mobilenet, vgg16bn)")
     pt.add_argument("--recipe", choices=["paper", "fast"], default=None,
                     help="override the zoo recipe (default: the recipe the shipped model was made with)")
-    pt.add_argument("--out", default=None, help="work directory (default: runs/<name>); resumable")
+    pt.add_argument("--out", default=None, type=nonempty, help="work directory (default: runs/<name>); resumable")
     pt.add_argument("--install", action="store_true", help="copy the result into the package zoo")
     add_device(pt)
     add_data_root(pt)
@@ -75,7 +77,7 @@ def register(sub) -> None:
     ps = zsub.add_parser("sweep", help="a model's 19-threshold clean sweep, next to the paper's VGG16-BN one",
                          description="Early-exit accuracy and cost (1 - efficacy) at q = 0.05 .. 0.95 on the clean "
                                      "test split; for a CIFAR-10 VGG16-BN SDN, the paper's numbers beside them.")
-    ps.add_argument("name", help="zoo name or model directory")
+    ps.add_argument("name", type=nonempty, help="zoo name or model directory")
     ps.add_argument("--n", type=positive_int, default=None, help="first N test images (default: all)")
     add_json(ps)
     add_device(ps)

@@ -139,6 +139,8 @@ def open_archive(path: os.PathLike | str) -> Archive:
         raise DeepslothError(f"file not found: {p}")
     if p.is_dir():
         return FolderArchive(p)
+    if not p.is_file():   # a FIFO or device would block or never end
+        raise DeepslothError(f"{p} is not a regular file, a zip or tar archive or a folder")
     try:
         with open(p, "rb") as f:
             head = f.read(8)

@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..errors import DeepslothError
-from ..io import load_tensors, read_json, save_tensors, write_json
+from ..io import exclusive, load_tensors, read_json, save_tensors, write_json
 from .registry import DATASETS, canonical_name, check_split, data_root, root_option
 
 ORDER_NOTE = ("class-interleaved: files sorted by (class, natural file name), then ordered by "
@@ -152,6 +152,18 @@ def write_dataset(name: str, root: Optional[os.PathLike | str], splits: Dict[str
         meta.update(extra)
     try:
         base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeepslothError(f"cannot create the data cache in {base}: {exc.strerror or exc}") from None
+    # One writer per dataset folder: a concurrent import or download stops with an error naming
+    # the first, instead of silently replacing its result.
+    with exclusive(base / name, f"the {name} dataset cache in {base}"):
+        _swap_in(base, name, splits, meta)
+    return base / name
+
+
+def _swap_in(base: Path, name: str, splits: Dict[str, tuple], meta: Dict) -> None:
+    """Write the dataset into a hidden folder under `base`, then swap it in for `base/name`."""
+    try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.importing-", dir=base))
     except OSError as exc:
         raise DeepslothError(f"cannot create the data cache in {base}: {exc.strerror or exc}") from None
@@ -180,7 +192,6 @@ def write_dataset(name: str, root: Optional[os.PathLike | str], splits: Dict[str
             shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def _relax_permissions(folder: Path) -> None:
@@ -212,6 +223,8 @@ def dataset_info(root: Optional[os.PathLike | str] = None) -> Dict[str, Dict]:
                 "imported_at": meta.get("imported_at", ""),
                 "path": str(base / name),
             }
+            if meta.get("incomplete"):
+                out[name]["incomplete"] = [str(p) for p in meta["incomplete"]]
         except (DeepslothError, AttributeError, TypeError, ValueError) as exc:
             out[name] = {"error": f"unreadable meta.json: {exc}", "path": str(base / name)}
     return out

@@ -3,6 +3,9 @@
 Image folders: files laid out `<split>/<class>/<file>` (split `train` or `test`, class one of
 the canonical ten names), possibly under any top folders, e.g.
 `cifar10-jpeg/train/airplane/0001.jpg`. Several trees or zips may be given (one per split).
+Every split found must hold all ten classes with the same number of images each (CIFAR-10's
+5,000 / 1,000); anything less is refused before the cache is touched unless
+`allow_incomplete=True` (`--allow-incomplete`), see `data.complete`.
 
 Canonical archive: `cifar-10-python.tar.gz` with pickled batches `data_batch_1..5` and
 `test_batch` (also accepted: the extracted `cifar-10-batches-py` folder). The pickles are
@@ -16,7 +19,7 @@ import os
 import pickle
 import time
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +27,7 @@ import torch
 from ..errors import DeepslothError
 from .archive import Archive, file_fingerprint, open_archive
 from .cache import interleave_order, write_dataset
+from .complete import class_problems, settle
 from .decode import decode_images
 from .registry import CIFAR10_CLASSES, SPLITS
 from .sorting import natural_key
@@ -161,11 +165,13 @@ def _scan_tree(archive: Archive) -> Dict[str, List[Tuple[int, str]]]:
 # ---------------------------------------------------------------- entry point
 
 def import_cifar10(paths: Sequence[os.PathLike | str] | os.PathLike | str,
-                   root: Optional[os.PathLike | str] = None) -> Path:
+                   root: Optional[os.PathLike | str] = None, *, allow_incomplete: bool = False) -> Path:
     """Import CIFAR-10 into the cache at `root`; returns the dataset folder.
 
     `paths`: the canonical `cifar-10-python.tar.gz` (or its extracted folder), or one or more
     image-folder trees/zips. Either way the dataset is replaced as a whole, atomically.
+    Image folders lacking a class in a split, or with unequal per-class counts, are refused
+    (before decoding, the cache untouched) unless `allow_incomplete`.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -174,6 +180,7 @@ def import_cifar10(paths: Sequence[os.PathLike | str] | os.PathLike | str,
         raise DeepslothError("no CIFAR-10 archive or folder given")
     t0 = time.perf_counter()
     archives: List[Archive] = []
+    incomplete: List[str] = []
     try:
         for p in paths:
             archives.append(open_archive(p))
@@ -186,13 +193,15 @@ def import_cifar10(paths: Sequence[os.PathLike | str] | os.PathLike | str,
             splits = _import_canonical(archive, members)
             source = f"{archive.path.name} (canonical)"
         else:
-            splits = _import_folders(archives)
+            splits = _import_folders(archives, allow_incomplete, incomplete)
             source = _folder_source(archives)
     finally:
         for a in archives:
             a.close()
     extra = {"source_files": [file_fingerprint(p) for p in paths],
              "import_seconds": round(time.perf_counter() - t0, 2)}
+    if incomplete:
+        extra["incomplete"] = incomplete
     return write_dataset("cifar10", root, splits, CIFAR10_CLASSES, source, extra)
 
 
@@ -205,7 +214,8 @@ def _folder_source(archives: Sequence[Archive]) -> str:
     return f"cifar10 {what} {kind}: " + ", ".join(a.path.name for a in archives)
 
 
-def _import_folders(archives: Iterable[Archive]) -> Dict[str, tuple]:
+def _import_folders(archives: Sequence[Archive], allow_incomplete: bool = False,
+                    incomplete: Optional[List[str]] = None) -> Dict[str, tuple]:
     per_split: Dict[str, List[Tuple[int, str, Archive]]] = {s: [] for s in SPLITS}
     owner: Dict[Tuple[str, int, str], Path] = {}
     for archive in archives:
@@ -223,6 +233,11 @@ def _import_folders(archives: Iterable[Archive]) -> Dict[str, tuple]:
                         f"({owner[key].name} and {archive.path.name})")
                 owner[key] = archive.path
                 per_split[split].append((label, name, archive))
+    found = {s: [y for y, _, _ in items] for s, items in per_split.items() if items}
+    problems = settle(class_problems(found, CIFAR10_CLASSES), "cifar10",
+                      ", ".join(a.path.name for a in archives), allow_incomplete)
+    if incomplete is not None:
+        incomplete.extend(problems)
     splits = {}
     for split, items in per_split.items():
         if not items:

@@ -7,6 +7,12 @@
     tiny-imagenet-200/val/val_annotations.txt         <file> TAB <wnid> TAB box...
 
 The unlabelled `test/` folder is ignored. Grayscale JPEGs (there are some) become RGB.
+
+An import must be complete: 200 wnids, every class with training and validation images, as
+many images in every class of a split, and an annotation for every validation image (and an
+image for every annotation). Anything less is refused before decoding, the cache untouched,
+unless `allow_incomplete=True` (`--allow-incomplete`): then unannotated validation images are
+left out and the shortfalls are recorded in meta.json (`data.complete`).
 """
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ import torch
 from ..errors import DeepslothError
 from .archive import Archive, file_fingerprint, open_archive
 from .cache import interleave_order, write_dataset
+from .complete import class_problems, settle
 from .decode import decode_images
 from .sorting import natural_key
 
 SIZE = 64
+NUM_CLASSES = 200
 
 
 def _text(archive: Archive, name: str) -> str:
@@ -45,7 +53,7 @@ def _find_base(archive: Archive) -> str:
     return "" if parent == "." else parent + "/"
 
 
-def _scan(archive: Archive) -> Tuple[List[str], Dict[str, str], Dict[str, List[Tuple[int, str]]]]:
+def _scan(archive: Archive) -> Tuple[List[str], Dict[str, str], Dict[str, List[Tuple[int, str]]], List[str]]:
     base = _find_base(archive)
     wnids = [w.strip() for w in _text(archive, base + "wnids.txt").splitlines() if w.strip()]
     if len(set(wnids)) != len(wnids) or not wnids:
@@ -76,12 +84,14 @@ def _scan(archive: Archive) -> Tuple[List[str], Dict[str, str], Dict[str, List[T
             val_files[parts[2]] = name
 
     test: List[Tuple[int, str]] = []
+    problems: List[str] = []
     ann_name = base + "val/val_annotations.txt"
     if val_files:
         if ann_name not in names:
             raise DeepslothError(f"{archive.path}: val/images present but "
                                  f"val/val_annotations.txt is missing")
         labelled = set()
+        absent: List[str] = []
         for lineno, line in enumerate(_text(archive, ann_name).splitlines(), 1):
             if not line.strip():
                 continue
@@ -89,28 +99,39 @@ def _scan(archive: Archive) -> Tuple[List[str], Dict[str, str], Dict[str, List[T
             if len(fields) < 2 or fields[1] not in index:
                 raise DeepslothError(f"{archive.path}: val_annotations.txt line {lineno} has "
                                      f"no known wnid: {line[:80]!r}")
-            if fields[0] not in val_files:
-                raise DeepslothError(f"{archive.path}: val_annotations.txt lists {fields[0]} "
-                                     f"but val/images/{fields[0]} is missing")
-            test.append((index[fields[1]], val_files[fields[0]]))
+            if fields[0] in labelled:
+                raise DeepslothError(f"{archive.path}: val_annotations.txt lists {fields[0]} twice")
             labelled.add(fields[0])
-        unlabelled = sorted(set(val_files) - labelled)
+            if fields[0] not in val_files:
+                absent.append(fields[0])
+                continue
+            test.append((index[fields[1]], val_files[fields[0]]))
+        unlabelled = sorted(set(val_files) - labelled, key=natural_key)
         if unlabelled:
-            raise DeepslothError(f"{archive.path}: {len(unlabelled)} val images have no "
-                                 f"annotation (e.g. {unlabelled[0]})")
+            problems.append(f"{len(unlabelled)} val images have no annotation (e.g. {unlabelled[0]})")
+        if absent:
+            problems.append(f"val_annotations.txt lists {len(absent)} images missing from val/images "
+                            f"(e.g. {absent[0]})")
     if not train and not test:
         raise DeepslothError(f"no images found in {archive.path}: expected "
                              f"{base}train/<wnid>/images/*.JPEG and {base}val/images/*.JPEG")
     splits = {s: v for s, v in (("train", train), ("test", test)) if v}
-    return wnids, words, splits
+    if len(wnids) != NUM_CLASSES:
+        problems.append(f"wnids.txt lists {len(wnids)} classes, Tiny ImageNet has {NUM_CLASSES}")
+    problems += class_problems({s: [y for y, _ in v] for s, v in splits.items()}, wnids)
+    return wnids, words, splits, problems
 
 
-def import_tinyimagenet(path: os.PathLike | str, root: Optional[os.PathLike | str] = None) -> Path:
-    """Import Tiny ImageNet (zip, tar or extracted folder) into the cache; returns its folder."""
+def import_tinyimagenet(path: os.PathLike | str, root: Optional[os.PathLike | str] = None, *,
+                        allow_incomplete: bool = False) -> Path:
+    """Import Tiny ImageNet (zip, tar or extracted folder) into the cache; returns its folder.
+
+    An incomplete import (see the module docstring) is refused unless `allow_incomplete`."""
     path = Path(path).expanduser()
     t0 = time.perf_counter()
     with open_archive(path) as archive:
-        wnids, words, found = _scan(archive)
+        wnids, words, found, problems = _scan(archive)
+        settle(problems, "tinyimagenet", path.name, allow_incomplete)
         splits = {}
         for split, items in found.items():
             items.sort(key=lambda t: (t[0], natural_key(PurePosixPath(t[1]).name)))
@@ -121,5 +142,7 @@ def import_tinyimagenet(path: os.PathLike | str, root: Optional[os.PathLike | st
     extra = {"class_descriptions": [words.get(w, "") for w in wnids],
              "source_files": [file_fingerprint(path)],
              "import_seconds": round(time.perf_counter() - t0, 2)}
+    if problems:
+        extra["incomplete"] = problems
     source = f"{path.name} (tiny-imagenet-200 layout; official val as test)"
     return write_dataset("tinyimagenet", root, splits, wnids, source, extra)

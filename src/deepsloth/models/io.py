@@ -60,6 +60,9 @@ def read_model_meta(path: os.PathLike | str) -> Dict[str, Any]:
     meta = read_json(path / META)
     if not isinstance(meta, dict):
         raise DeepslothError(f"{path / META}: expected a JSON object, got {type(meta).__name__}")
+    bad = [k for k in ("arch", "dataset", "mode") if k in meta and not isinstance(meta[k], str)]
+    if bad:
+        raise DeepslothError(f"{path / META}: {', '.join(bad)} must be text")
     if meta.get("format") != FORMAT:
         raise DeepslothError(f"{path / META}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
     return meta
