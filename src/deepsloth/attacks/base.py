@@ -32,6 +32,15 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def check_seed(seed) -> int:
+    """A seed torch generators accept: an integer in [0, 2**63)."""
+    from ..errors import DeepslothError
+    import numbers
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2 ** 63:
+        raise DeepslothError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
 def derive_seed(seed: int, *keys: Any) -> int:
     """A deterministic 63-bit seed for a sub-task (a batch, a class) of a seeded run."""
     text = repr((int(seed),) + tuple(keys)).encode()
@@ -78,7 +87,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, seed: int = 0, device: Optional[torch.device | str] = None):
         self.model = model
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.device = torch.device(device) if device is not None else model_device(model)
         self.normalization: Optional[tuple] = None   # (mean, std) the model expects, if any
 
@@ -107,7 +116,7 @@ class Attack:
     def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                  seed: Optional[int] = None) -> torch.Tensor:
         out_device = x.device
-        generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
+        generator = torch.Generator().manual_seed(self.seed if seed is None else check_seed(seed))
         with frozen(self.model), torch.enable_grad():
             out = self.forward(x, None if y is None else y.to(self.device), generator)
         return out.detach().to(out_device)

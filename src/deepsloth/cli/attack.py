@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (DEFAULT_RESULTS, add_context, add_json, context_from, emit, model_dataset, positive_int,
-                     positive_number, writable_dir)
+from .common import (DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, emit, model_dataset,
+                     nonempty,
+                     positive_int, positive_number, writable_dir)
 from .text import print_comparison
 
 ATTACKS = ("deepsloth", "pgd", "pgd-avg", "pgd-max", "uap")
@@ -39,10 +40,14 @@ def run(args) -> int:
     spec = resolve_spec(args.attack, norm=args.norm, scope=args.scope, dataset=model_dataset(args.model),
                         **spec_options(args))
     out = writable_dir(args.out)
-    ctx = context_from(args)
+    dist = dist_from(args)   # under torchrun: batches split across ranks, rank 0 writes and prints
+    ctx = context_from(args, device=dist.device)
     folder = model_dir(out, ctx)
-    rec, path, existed = run_cell(ctx, spec, folder, seed=args.seed, batch_size=args.batch_size,
-                                  log=lambda s: print(s, flush=True) if not args.json else None)
+    rec, path, existed = run_cell(ctx, spec, folder, seed=args.seed, batch_size=args.batch_size, dist=dist,
+                                  log=lambda s: print(s, flush=True) if not args.json and dist.is_main else None)
+    dist.close()
+    if not dist.is_main:
+        return 0
     rec = dict(rec, file=str(path))
     return emit(rec, args.json, lambda r: (print_comparison(r), print(f"  wrote {r['file']}"
                                                                         + (" (existed)" if existed else ""))))
@@ -67,7 +72,7 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, choices=("reference", "strong"),
                    help="universal/class DeepSloth data schedule: reference (250 images, 1 epoch) or strong "
                         "(2500 images, 2 epochs)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
 
 
@@ -79,6 +84,7 @@ def register(sub) -> None:
                     "IoT latency). Results are content-named under --out; a killed run resumes.")
     add_context(p)
     add_attack_options(p)
-    p.add_argument("--out", default=DEFAULT_RESULTS, help=f"results folder (default: ./{DEFAULT_RESULTS})")
+    p.add_argument("--out", default=DEFAULT_RESULTS, type=nonempty,
+                   help=f"results folder (default: ./{DEFAULT_RESULTS})")
     add_json(p)
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +21,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=None,
+    p.add_argument("--data-root", default=None, type=nonempty,
                    help="dataset cache directory (default: $DEEPSLOTH_DATA, else ~/.cache/deepsloth)")
 
 
@@ -67,6 +68,19 @@ nonneg_float = _type(lambda n, v: check_number(n, v, low=0.0))
 positive_number = _type(lambda n, v: check_number(n, v, low=0.0, low_open=True), _fraction)  # 8/255 allowed
 any_int = _type(lambda n, v: check_number(n, v, integer=True), lambda t: int(t, 10))
 rad_value = _type(lambda n, v: check_rad(v))
+# Seeds reach torch.manual_seed, which takes 64-bit values: a larger one failed deep inside an
+# attack, after other cells had run.
+seed_int = _type(lambda n, v: check_number(n, v, low=0, high=2 ** 63 - 1, integer=True), lambda t: int(t, 10))
+
+
+def add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 .. 2^63 - 1 (default: %(default)s)")
+
+
+def thread_count(text: str) -> int:
+    """--threads: 1 .. the number of CPUs (far more threads than cores crash the OpenMP runtime)."""
+    cpus = os.cpu_count() or 1
+    return _type(lambda n, v: check_number(n, v, low=1, high=cpus, integer=True), lambda t: int(t, 10))(text)
 
 
 def add_rad(p: argparse.ArgumentParser) -> None:
@@ -76,10 +90,11 @@ def add_rad(p: argparse.ArgumentParser) -> None:
 
 def add_context(p: argparse.ArgumentParser, several_models: bool = False) -> None:
     """--model, --n, --calib-n, --policy, --rad, --eval-batch-size, --device, --data-root."""
-    p.add_argument("--model", required=True, nargs="+" if several_models else None,
+    p.add_argument("--model", required=True, nargs="+" if several_models else None, type=nonempty,
                    help="model directories or zoo names" if several_models else "model directory or zoo name")
-    p.add_argument("--n", type=positive_int, default=None,
-                   help="use the first N test images in the dataset's stored order (default: all)")
+    p.add_argument("--n", "--first-n", dest="n", type=positive_int, default=None,
+                   help="use the first N test images in the dataset's stored order (default: all); under torchrun "
+                        "write --first-n (torchrun reads --n as one of its own options)")
     p.add_argument("--calib-n", type=positive_int, default=None,
                    help="calibrate thresholds on the first N clean test images (default: --n)")
     p.add_argument("--policy", default="confidence", choices=("confidence", "entropy", "patience"),
@@ -90,11 +105,17 @@ def add_context(p: argparse.ArgumentParser, several_models: bool = False) -> Non
     add_data_root(p)
 
 
-def context_from(args, model=None):
+def dist_from(args):
+    """The torch.distributed setting: under torchrun, this process's rank (deepsloth.distributed)."""
+    from ..distributed import Dist
+    return Dist.from_env(getattr(args, "device", "auto"))
+
+
+def context_from(args, model=None, device=None):
     """The experiments Context for the options of `add_context`."""
     from ..experiments.context import load_context
     return load_context(model or args.model, n=args.n, calib_n=args.calib_n, policy=args.policy,
-                        rads=args.rad, device=args.device, data_root=args.data_root,
+                        rads=args.rad, device=device or args.device, data_root=args.data_root,
                         batch_size=args.eval_batch_size)
 
 
@@ -109,23 +130,52 @@ def model_dataset(model: str) -> str:
 
 
 def writable_dir(path: Path | str, what: str = "--out") -> Path:
-    """Create `path` if needed and check it is writable, before any work is done."""
+    """Check, before any work, that `path` is a writable directory or can be created as one.
+
+    Nothing is created here (a command refused later leaves no empty folder behind): the
+    nearest existing ancestor must be a directory in which a file can really be created (a
+    probe file, removed at once; permission bits alone do not tell for root or read-only mounts)."""
     path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():
+            raise DeepslothError(f"{what} {path}: {probe} is a broken symbolic link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == path else f": {probe}"
+        raise DeepslothError(f"{what} {path}{where} is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".deepsloth-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
     except OSError as exc:
-        raise DeepslothError(f"{what} {path}: cannot create it ({exc.strerror or exc})") from None
-    if not path.is_dir():
-        raise DeepslothError(f"{what} {path} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DeepslothError(f"{what} {path} is not writable")
+        reason = exc.strerror or str(exc)
+        if probe != path:
+            reason = f"cannot create files in {probe}: {reason}"
+        raise DeepslothError(f"{what} {path} is not writable ({reason})") from None
     return path
+
+
+MODEL_FILES = ("model.json", "model.safetensors")
 
 
 def writable_file(path: Path | str, what: str = "--out") -> Path:
-    """Check that a file can be written at `path` (its folder exists or can be made, is writable)."""
+    """Check that a file can be written at `path` (its folder exists or can be made, is writable),
+    and that it is not one of a model directory's own files."""
     path = Path(path)
     if path.is_dir():
         raise DeepslothError(f"{what} {path} is a directory, expected a file name")
-    writable_dir(path.parent if str(path.parent) else Path("."), what)
+    if path.name in MODEL_FILES and (path.parent / MODEL_FILES[0]).is_file():
+        raise DeepslothError(f"{what} {path} is a file of the model directory {path.parent}; "
+                             f"write the result elsewhere")
+    writable_dir(path.parent, what)
     return path
+
+
+def nonempty(text: str) -> str:
+    """argparse type of names and paths: an empty string is an error (not '.' or a default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a non-empty value")
+    return text

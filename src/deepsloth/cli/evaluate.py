@@ -7,7 +7,7 @@ forwards.
 """
 from __future__ import annotations
 
-from .common import add_context, add_json, context_from, emit, writable_file
+from .common import add_context, add_json, context_from, dist_from, emit, nonempty, writable_file
 from .text import pct, print_comparison
 
 
@@ -17,8 +17,24 @@ def run(args) -> int:
     for flag in ("plot", "out"):
         if getattr(args, flag):
             writable_file(getattr(args, flag), f"--{flag}")
-    ctx = context_from(args)
-    rec = evaluate_result(ctx, args.inputs) if args.inputs else evaluate_clean(ctx)
+    dist = dist_from(args)   # under torchrun: the forwards are split across ranks, rank 0 reports
+    ctx = context_from(args, device=dist.device)
+    if dist.active:
+        from ..experiments.compare import compare
+        from ..experiments.evaluate import load_result
+        from ..experiments.sharded import outputs_sharded
+        crafted = load_result(ctx, args.inputs) if args.inputs else None
+        clean = outputs_sharded(ctx, ctx.test.images, dist, desc="clean forward")
+        adv = outputs_sharded(ctx, crafted.inputs, dist, desc="attacked forward") if crafted else None
+        dist.close()
+        if not dist.is_main:
+            return 0
+        ctx._cache["clean_out"] = clean
+        rec = compare(ctx, crafted, adv_outputs=adv)
+        if crafted is not None:
+            rec["crafting"]["file"] = str(args.inputs)
+    else:
+        rec = evaluate_result(ctx, args.inputs) if args.inputs else evaluate_clean(ctx)
     if args.plot:
         from ..experiments.figures import plot_eec_grid
         from ..experiments.report import group_by_model
@@ -52,8 +68,9 @@ def register(sub) -> None:
                                    "result. Thresholds are calibrated on clean test images (the smallest q whose "
                                    "early-exit accuracy stays above (1 - RAD) x the final exit's; docs/method.md §4.2).")
     add_context(p)
-    p.add_argument("--inputs", default=None, help="attack result (.safetensors/.json) to compare with the clean inputs")
-    p.add_argument("--plot", default=None, metavar="PNG", help="write the EEC curves")
-    p.add_argument("--out", default=None, metavar="JSON", help="also write the result to this JSON file")
+    p.add_argument("--inputs", default=None, type=nonempty,
+                   help="attack result (.safetensors/.json) to compare with the clean inputs")
+    p.add_argument("--plot", default=None, type=nonempty, metavar="PNG", help="write the EEC curves")
+    p.add_argument("--out", default=None, type=nonempty, metavar="JSON", help="also write the result to this JSON file")
     add_json(p)
     p.set_defaults(func=run)

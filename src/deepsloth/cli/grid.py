@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from .common import DEFAULT_RESULTS, add_context, add_json, context_from, positive_int, print_json, writable_dir
+from ..errors import DeepslothError
+from .common import (DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, nonempty, positive_int,
+                     print_json,
+                     writable_dir)
 
 
 def run(args) -> int:
@@ -17,12 +20,27 @@ def run(args) -> int:
 
     out = writable_dir(args.out)
     rows_all = {}
+    dist = dist_from(args)   # under torchrun: per-sample cells split across ranks, rank 0 writes
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    if not dist.is_main:
+        log = lambda s: None  # noqa: E731
+    # Every model, its inputs and its attack list are checked before the first cell runs: a bad
+    # second model must not be found only after the first model's grid was written.
+    plans = []
     for model in args.model:
-        ctx = context_from(args, model)
-        specs = grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset)
+        ctx = context_from(args, model, device=dist.device)
+        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset)))
+    names = [ctx.name for ctx, _ in plans]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DeepslothError(f"two models would share the results folder {out / twice[0]}: "
+                             f"give models with different directory names")
+    for ctx, specs in plans:
         log(f"grid on {ctx.name}: {len(specs) + 1} cells, {ctx.n} test images -> {out / ctx.name}")
-        rows_all[ctx.name] = run_grid(ctx, specs, out, seed=args.seed, batch_size=args.batch_size, log=log)
+        rows_all[ctx.name] = run_grid(ctx, specs, out, seed=args.seed, batch_size=args.batch_size, log=log, dist=dist)
+    dist.close()
+    if not dist.is_main:
+        return 0
     if args.json:
         print_json(rows_all)
     else:
@@ -37,8 +55,9 @@ def register(sub) -> None:
     p.add_argument("--attacks", nargs="+", default=["all"],
                    help="all, or attack names (deepsloth = every DeepSloth cell; cells like deepsloth-l2-class)")
     p.add_argument("--norms", nargs="+", default=None, choices=("linf", "l2", "l1"), help="keep only these norms")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
-    p.add_argument("--out", default=DEFAULT_RESULTS, help=f"results folder (default: ./{DEFAULT_RESULTS})")
+    p.add_argument("--out", default=DEFAULT_RESULTS, type=nonempty,
+                   help=f"results folder (default: ./{DEFAULT_RESULTS})")
     add_json(p)
     p.set_defaults(func=run)

@@ -1,84 +1,81 @@
-"""`deepsloth train`: CNN, IC-only SDN or joint SDN training into a model directory."""
+"""`deepsloth train`: CNN, IC-only SDN or joint SDN training into a model directory
+(experiments.training); adversarial terms with --adv; DistributedDataParallel under torchrun."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..errors import DeepslothError
-from .common import add_data_root, add_device, positive_int
+from .common import (add_data_root, add_device, add_seed, nonempty, nonneg_int, positive_float, positive_int,
+                     positive_number, writable_dir)
 
 MODES = ("cnn", "ic-only", "sdn")
+ADV = ("pgd", "pgd-avg", "pgd-max", "deepsloth", "mixed")
 
 
 def run(args) -> int:
-    from ..data import load_dataset
-    from ..device import resolve_device
-    from ..experiments.zoo import parent_record
-    from ..models.io import load_model_dir
-    from ..models.registry import attach_ics, create_model, parse_name
-    from ..train.loop import train_model
-    from ..train.recipes import default_recipe
+    from ..distributed import Dist
+    from ..experiments.training import TrainConfig, run_training
 
-    device = resolve_device(args.device)
-    arch, _ = parse_name(args.arch)
-    recipe = default_recipe(arch, args.mode, args.recipe, epochs=args.epochs, lr=args.lr,
-                            batch_size=args.batch_size)
-    train_set = load_dataset(args.dataset, "train", args.data_root)
-    test_set = load_dataset(args.dataset, "test", args.data_root)
-    if args.train_n:
-        train_set = train_set.subset(args.train_n)
-    if args.test_n:
-        test_set = test_set.subset(args.test_n)
-    meta = {"arch": arch, "dataset": args.dataset, "num_classes": train_set.num_classes,
-            "input_size": train_set.image_size}
-    if args.mode == "ic-only" and not args.init_from:
-        raise DeepslothError("--mode ic-only needs --from DIR, a trained CNN model directory")
-    if args.init_from:
-        if args.mode == "sdn":
-            raise DeepslothError("--from is only used with --mode ic-only (the CNN to attach ICs to) "
-                                 "or --mode cnn (a CNN to continue training)")
-        model, parent = load_model_dir(args.init_from)
-        if parent["arch"] != arch or parent["dataset"] != args.dataset or parent["mode"] != "cnn":
-            raise DeepslothError(f"--from {args.init_from} is a {parent['mode']} {parent['arch']} on "
-                                 f"{parent['dataset']}, not a {arch} CNN on {args.dataset}")
-        meta["parent"] = parent_record(args.init_from, parent)
-        if args.mode == "ic-only":
-            model = attach_ics(model, args.dataset, seed=args.seed)
-        # else: a warm start, continuing the CNN under a new schedule (e.g. a second one-cycle
-        # on a CPU budget); its recipe and history stay recorded under "parent".
-    else:
-        model = create_model(arch, args.dataset, sdn=args.mode == "sdn", seed=args.seed)
-    out = Path(args.out)
-    if (out / "model.json").exists() and not (out / "checkpoint.json").exists() and not args.overwrite:
-        raise DeepslothError(f"{out} already holds a trained model; pass --overwrite to replace it")
-    train_model(model, mode=args.mode, recipe=recipe, train_set=train_set, test_set=test_set,
-                out_dir=out, meta=meta, seed=args.seed, device=device, resume=args.resume)
-    print(f"saved {args.mode} model to {out}")
+    cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
+    writable_dir(cfg.out)   # before any work
+    dist = Dist.from_env(cfg.device)
+    try:
+        run_training(cfg, dist=dist if dist.active else None, log=print if dist.is_main else (lambda s: None))
+    finally:
+        dist.close()
+    if dist.is_main:
+        print(f"saved {cfg.mode} model to {cfg.out}" + (f" ({dist.world} processes)" if dist.active else ""))
     return 0
 
 
+def class_list(text: str):
+    try:
+        return [int(c) for c in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class indices such as 0,2,5, got {text!r}") from None
+
+
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a CNN, an IC-only SDN or a joint SDN",
+    p = sub.add_parser("train", help="train a CNN, an IC-only SDN or a joint SDN (adversarially, distributed)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train a model and write a model directory (model.safetensors + model.json). "
-                                   "A checkpoint is written after every epoch; --resume continues a killed run.")
+                                   "A checkpoint is written after every epoch; --resume continues a killed run. "
+                                   "Under torchrun it runs DistributedDataParallel (README, 'Several GPUs and nodes').")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "tinyimagenet"])
-    p.add_argument("--arch", required=True, help="vgg16bn, resnet56 or mobilenet")
+    p.add_argument("--arch", required=True, type=nonempty, help="vgg16bn, resnet56 or mobilenet")
     p.add_argument("--mode", default="cnn", choices=MODES,
                    help="cnn: final exit only; ic-only: freeze a trained CNN (--from) and train its ICs; "
                         "sdn: all exits jointly with the cost-weighted loss")
-    p.add_argument("--from", dest="init_from", default=None, help="trained CNN model directory: ic-only attaches ICs to it; cnn continues training it")
+    p.add_argument("--from", dest="init_from", default=None, type=nonempty,
+                   help="trained CNN model directory: ic-only attaches ICs to it; cnn continues training it")
     p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
-                   help="paper: the paper's schedules (docs/method.md §3.4; 100 / 25 epochs); fast: one-cycle for CPU budgets")
+                   help="paper: the paper's schedules (docs/method.md §3.4; 100 / 25 epochs); fast: one-cycle for CPUs")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")
-    p.add_argument("--lr", type=float, default=None, help="override the recipe's (peak) learning rate")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="override the batch size (128)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--lr", type=positive_float, default=None, help="override the recipe's (peak) learning rate")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="override the (global) batch size (128)")
+    add_seed(p)
+    p.add_argument("--out", required=True, type=nonempty, help="output model directory")
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a finished model in --out")
     p.add_argument("--train-n", type=positive_int, default=None, help="train on the first N training images")
     p.add_argument("--test-n", type=positive_int, default=None, help="measure accuracy on the first N test images")
+    g = p.add_argument_group("data selection (transferability studies)")
+    g.add_argument("--data-fraction", type=positive_number, default=None,
+                   help="train on this share (0, 1] of every class, drawn with --subset-seed")
+    g.add_argument("--subset-seed", type=nonneg_int, default=0, help="seed of the per-class draw")
+    g.add_argument("--classes", type=class_list, default=None,
+                   help="only these classes (e.g. 0,2,5), relabelled 0..c-1; evaluation uses them too")
+    a = p.add_argument_group("adversarial training (docs/method.md §10.3)")
+    a.add_argument("--adv", default=None, choices=ADV,
+                   help="add an adversarial term: CNN: pgd (CE(x) + CE(x_adv)); IC-only / SDN: any (sum over "
+                        "exits of CE(exit(x_adv), y)); mixed: DeepSloth and PGD inputs half and half")
+    a.add_argument("--adv-eps", type=positive_number, default=None, help="budget (default 8/255)")
+    a.add_argument("--adv-steps", type=positive_int, default=None, help="attack iterations (PGD default 10)")
+    a.add_argument("--adv-step-size", type=positive_number, default=None, help="attack step (PGD default 2/255)")
+    a.add_argument("--adv-share", type=positive_number, default=1.0, help="share of each batch attacked, in (0, 1]")
+    a.add_argument("--adv-fast", action="store_true",
+                   help="PGD as one step of 1.25 eps from a random start ('fast adversarial training'): ~steps x "
+                        "cheaper, a weaker attack during training")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: SyncBatchNorm over the global batch")
     add_device(p)
     add_data_root(p)
     p.set_defaults(func=run)

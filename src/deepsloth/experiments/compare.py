@@ -62,13 +62,15 @@ def compare_outputs(ctx: Context, adv_outputs: ExitOutputs, adv_labels: torch.Te
 
 
 def compare(ctx: Context, crafted: Optional[Crafted], *, latency: Optional[LatencyModel] = None,
-            label: Optional[str] = None) -> Dict[str, Any]:
-    """The comparison record for `crafted` (None: the clean inputs against themselves)."""
+            label: Optional[str] = None, adv_outputs=None) -> Dict[str, Any]:
+    """The comparison record for `crafted` (None: the clean inputs against themselves).
+    `adv_outputs`: the attacked inputs' all-exit outputs when already computed (sharded)."""
     lat = latency or ctx.latency_model()
     if crafted is None:
         adv_out, adv_labels = ctx.clean_outputs, ctx.labels
     else:
-        adv_out = ctx.outputs(crafted.inputs, desc=f"{crafted.spec.cell} forward")
+        adv_out = adv_outputs if adv_outputs is not None else ctx.outputs(crafted.inputs,
+                                                                          desc=f"{crafted.spec.cell} forward")
         adv_labels = crafted.labels
     numbers = compare_outputs(ctx, adv_out, adv_labels, lat)
     cal = ctx.calibration

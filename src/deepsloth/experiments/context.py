@@ -105,8 +105,9 @@ class Context:
     def train_pool(self) -> Dataset:
         """Training images universal and class-universal attacks are crafted on."""
         if "train" not in self._cache:
-            self._cache["train"] = (load_bundled("train") if self.data_kind == "bundled"
-                                    else load_dataset(self.dataset, "train", self.data_root))
+            train = (load_bundled("train") if self.data_kind == "bundled"
+                     else load_dataset(self.dataset, "train", self.data_root))
+            self._cache["train"] = _class_subset(train, self.meta)
         return self._cache["train"]
 
     def train_record(self) -> Dict[str, Any]:
@@ -142,8 +143,8 @@ class Context:
         self._cache["thresholds"], self._cache["calibration"] = thresholds, info
 
     def _full_test(self) -> Dataset:
-        return load_bundled("test") if self.data_kind == "bundled" else load_dataset(
-            self.dataset, "test", self.data_root)
+        return _class_subset(load_bundled("test") if self.data_kind == "bundled" else load_dataset(
+            self.dataset, "test", self.data_root), self.meta)
 
     @property
     def thresholds(self) -> Dict[str, Dict[str, Any]]:
@@ -168,6 +169,16 @@ class Context:
                 self.model, tuple(self.test.images.shape[1:]), lat.split)
             self._cache[key] = lat
         return self._cache[key]
+
+
+def _class_subset(ds: Dataset, meta: Dict[str, Any]) -> Dataset:
+    """A model trained on a class subset (`deepsloth train --classes`) sees only those classes,
+    relabelled as in training (model.json "class_subset")."""
+    subset = meta.get("class_subset")
+    if not subset:
+        return ds
+    from .training import subset_dataset
+    return subset_dataset(ds, subset["classes"])
 
 
 def model_name(path: Path) -> str:
@@ -213,6 +224,7 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
         full = load_bundled("test")
     else:
         full = load_dataset(meta["dataset"], "test", data_root)
+    full = _class_subset(full, meta)
     size = int(meta.get("input_size") or full.image_size)
     if tuple(full.images.shape[1:]) != (3, size, size):
         raise DeepslothError(f"{model} takes {meta.get('input_size')}px inputs, the {full.name} test images "

@@ -13,6 +13,10 @@
   `merge`) assembles them, bit-identical to the one-process result.
 * Universal and class-universal perturbations are crafted once on the context's training pool
   (with `shard`, by rank 0 only).
+* One writer per result: while a result is crafted, `<stem>.lock` (`io.exclusive`) holds the
+  writer's pid, so a second process asked for the same result stops with an error naming it
+  instead of mixing batches; a sharded rank locks only its own batches (`<stem>.rank<r>-of-<w>`),
+  and whichever rank assembles the result takes the stem's lock.
 * The result is named `<cell>-<key>` where key is a hash of (model weights, resolved spec,
   clean-input selection, crafting pool, batch size, seed): two configurations never share a
   file, and asking for an existing one reuses it.
@@ -36,7 +40,7 @@ from ..attacks.base import apply_universal, derive_seed
 from ..attacks.norms import norm_report
 from ..attacks.registry import AttackSpec, create_attack
 from ..errors import DeepslothError
-from ..io import load_tensors, read_json, save_tensors, write_json
+from ..io import LockHeld, atomic_path, exclusive, load_tensors, read_json, save_tensors, write_json
 from ..progress import progress
 from .context import Context
 
@@ -128,18 +132,53 @@ def _inputs_for(ctx: Context, kind: str, tensors: Dict[str, torch.Tensor]) -> Tu
 
 def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
           out_dir: Optional[Path | str] = None, shard: Optional[Tuple[int, int]] = None,
-          log: Callable[[str], None] = lambda s: None) -> Optional[Crafted]:
+          log: Callable[[str], None] = lambda s: None, assemble: bool = True) -> Optional[Crafted]:
     """Adversarial inputs for `spec` on the context's inputs (see the module docstring).
 
+    `assemble=False` (with `shard`): craft this rank's batches and stop, leaving the assembly to
+    the caller (`experiments.sharded` gathers the batches to rank 0 first).
+
+    With `out_dir`, the result's stem is locked (`io.exclusive`) while it is crafted, so a
+    second process asked for the same result stops with a clear error; with `shard`, each rank
+    locks only its own batches, and assembling the result takes the stem's lock.
     Returns None when `shard` is given and other ranks' batches are still missing."""
     rank, world = _check_shard(shard)
     if batch_size < 1:
         raise DeepslothError(f"batch_size must be >= 1, got {batch_size}")
+    if out_dir is None and world > 1:
+        raise DeepslothError("sharded crafting needs out_dir: the ranks share their batches through it")
     key = craft_key(ctx, spec, seed, batch_size)
     stem = result_stem(spec, key)
-    out = Path(out_dir) if out_dir is not None else None
+    if out_dir is None:
+        return _craft(ctx, spec, seed, batch_size, None, stem, key, rank, world, log)
+    out = Path(out_dir)
+    final = out / f"{stem}.safetensors"
+    existing = _load_existing(final, key, ctx, spec, seed)
+    if existing is not None:
+        log(f"{spec.cell}: reusing {final}")
+        return existing
+    if spec.scope == "sample" and world > 1:
+        with exclusive(out / f"{stem}.rank{rank}-of-{world}", f"rank {rank} of {world}'s batches of {final}"):
+            _craft_batches(ctx, spec, seed, batch_size, out / f"{stem}.partial", key, rank, world, log)
+        if not assemble:
+            return None
+        try:
+            with exclusive(out / stem, str(final)):
+                return _craft(ctx, spec, seed, batch_size, out, stem, key, rank, world, log)
+        except LockHeld:   # another rank (or a whole run) is assembling it
+            log(f"{spec.cell}: another process is assembling {final}")
+            return None
+    if spec.scope != "sample" and rank != 0:
+        return None
+    with exclusive(out / stem, str(final)):
+        return _craft(ctx, spec, seed, batch_size, out, stem, key, rank, world, log)
+
+
+def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Optional[Path], stem: str, key: str,
+           rank: int, world: int, log: Callable[[str], None]) -> Optional[Crafted]:
+    """Craft (what is missing of) the result, holding its lock when it is written to `out`."""
     final = out / f"{stem}.safetensors" if out is not None else None
-    if final is not None:
+    if final is not None:   # another process may have finished it while we waited for the lock
         existing = _load_existing(final, key, ctx, spec, seed)
         if existing is not None:
             log(f"{spec.cell}: reusing {final}")
@@ -174,20 +213,23 @@ def _finish(ctx: Context, spec: AttackSpec, seed: int, kind: str, tensors: Dict[
     return Crafted(spec, seed, kind, inputs, labels, tensors, record, final)
 
 
-def _craft_samples(ctx: Context, spec: AttackSpec, seed: int, bs: int, out: Optional[Path], stem: str,
-                   key: str, record: Dict[str, Any], rank: int, world: int,
-                   log: Callable[[str], None]) -> Optional[Crafted]:
+def _open_partial(partial: Path, key: str) -> None:
+    partial.mkdir(parents=True, exist_ok=True)
+    key_file = partial / "key"
+    if key_file.is_file() and key_file.read_text().strip() != key:
+        raise DeepslothError(f"{partial} belongs to another configuration; remove it or use another --out")
+    if not key_file.is_file():
+        with atomic_path(key_file) as tmp:   # ranks starting together never read a half-written key
+            tmp.write_text(key + "\n")
+
+
+def _craft_batches(ctx: Context, spec: AttackSpec, seed: int, bs: int, partial: Optional[Path], key: str,
+                   rank: int, world: int, log: Callable[[str], None]) -> Dict[int, Tuple[torch.Tensor, float]]:
+    """Craft this rank's missing batches: into `partial` when given, else returned in memory."""
     starts = list(range(0, ctx.n, bs))
-    partial = out / f"{stem}.partial" if out is not None else None
     if partial is not None:
-        partial.mkdir(parents=True, exist_ok=True)
-        key_file = partial / "key"
-        if key_file.is_file() and key_file.read_text().strip() != key:
-            raise DeepslothError(f"{partial} belongs to another configuration; remove it or use another --out")
-        if not key_file.is_file():
-            key_file.write_text(key + "\n")
-    done: Dict[int, torch.Tensor] = {}
-    seconds: Dict[int, float] = {}
+        _open_partial(partial, key)
+    done: Dict[int, Tuple[torch.Tensor, float]] = {}
     mine = starts[rank::world]
     todo = [s for s in mine if partial is None or not _batch_file(partial, s).is_file()]
     if len(todo) < len(mine):
@@ -203,17 +245,27 @@ def _craft_samples(ctx: Context, spec: AttackSpec, seed: int, bs: int, out: Opti
         if partial is not None:
             save_tensors(_batch_file(partial, start), {"images": x_adv}, metadata={"seconds": f"{dt:.6f}"})
         else:
-            done[start] = x_adv
-            seconds[start] = dt
-    if partial is not None:
+            done[start] = (x_adv, dt)
+    return done
+
+
+def _craft_samples(ctx: Context, spec: AttackSpec, seed: int, bs: int, out: Optional[Path], stem: str,
+                   key: str, record: Dict[str, Any], rank: int, world: int,
+                   log: Callable[[str], None]) -> Optional[Crafted]:
+    starts = list(range(0, ctx.n, bs))
+    partial = out / f"{stem}.partial" if out is not None else None
+    if partial is None:
+        done = _craft_batches(ctx, spec, seed, bs, None, key, rank, world, log)
+    else:
+        if world == 1:   # a sharded rank crafted its batches already, under its own lock
+            _craft_batches(ctx, spec, seed, bs, partial, key, 0, 1, log)
         if not all(_batch_file(partial, s).is_file() for s in starts):
             return None   # other ranks' batches are still missing: `merge` once they are done
-        for s in starts:
-            done[s], seconds[s] = _read_batch(_batch_file(partial, s))
-    x_adv = torch.cat([done[s] for s in starts])
+        done = {s: _read_batch(_batch_file(partial, s)) for s in starts}
+    x_adv = torch.cat([done[s][0] for s in starts])
     record["batches"] = len(starts)
-    record["seconds"] = round(sum(seconds.values()), 3)
-    tensors = {"images": x_adv, "indices": torch.arange(ctx.n, dtype=torch.int64), "labels": labels.clone()}
+    record["seconds"] = round(sum(d[1] for d in done.values()), 3)
+    tensors = {"images": x_adv, "indices": torch.arange(ctx.n, dtype=torch.int64), "labels": ctx.labels.clone()}
     final = out / f"{stem}.safetensors" if out is not None else None
     crafted = _finish(ctx, spec, seed, "samples", tensors, record, final)
     if partial is not None:

@@ -6,7 +6,9 @@
 Layout under `out_dir/<model name>/`: `<cell>-<key>.json` comparisons (`experiments.compare`),
 including `clean-<key>.json`, and the crafted inputs in `adversarial/` (`experiments.craft`).
 A cell whose comparison file exists is skipped, so a killed grid resumes where it stopped
-(and a per-sample cell that was interrupted resumes from its finished batches).
+(and a per-sample cell that was interrupted resumes from its finished batches). A comparison is
+written under its lock (`<file>.lock`, `io.exclusive`): a second process computing the same cell
+at the same time stops with an error naming the first.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..attacks.registry import NORMS, AttackSpec, parse_name, resolve_spec
 from ..errors import DeepslothError
-from ..io import read_json, write_json
+from ..io import exclusive, read_json, write_json
 from ..progress import progress
 from .compare import FORMAT, compare
 from .context import Context
@@ -73,37 +75,65 @@ def model_dir(out_dir: Union[str, Path], ctx: Context) -> Path:
 
 def run_cell(ctx: Context, spec: Optional[AttackSpec], out: Path, *, seed: int = 0,
              batch_size: int = DEFAULT_BATCH, shard: Optional[Tuple[int, int]] = None,
-             log: Callable[[str], None] = lambda s: None) -> Tuple[Optional[Dict[str, Any]], Path, bool]:
-    """(comparison or None when a shard is unfinished, its file, whether it already existed)."""
+             log: Callable[[str], None] = lambda s: None, dist=None) -> Tuple[Optional[Dict[str, Any]], Path, bool]:
+    """(comparison or None when a shard is unfinished, its file, whether it already existed).
+
+    Under torchrun (`dist`, a `deepsloth.distributed.Dist`), every rank calls this: per-sample
+    crafting is split across the ranks (`experiments.sharded`), and rank 0 alone compares and
+    writes; the other ranks get None."""
     ckey = None if spec is None else craft_key(ctx, spec, seed, batch_size)
     name = "clean" if spec is None else spec.cell
     path = out / f"{name}-{comparison_key(ctx, ckey)[:12]}.json"
-    if path.is_file():
-        try:
-            rec = read_json(path)
-            if isinstance(rec, dict) and rec.get("format") == FORMAT:
-                return rec, path, True
-        except DeepslothError:
-            pass
+    rec = _finished(path)
+    distributed = dist is not None and dist.active
+    if distributed:   # every rank takes rank 0's view of whether the cell is finished
+        rec = rec if dist.broadcast(rec is not None) else None
+    if rec is not None:
+        return (rec if not distributed or dist.is_main else None), path, True
     ctx.thresholds   # calibrate first: a model without qualifying thresholds fails before any crafting
     crafted = None
     if spec is not None:
-        crafted = craft(ctx, spec, seed=seed, batch_size=batch_size, out_dir=out / "adversarial", shard=shard,
-                        log=log)
+        if distributed:
+            from .sharded import craft_sharded
+            crafted = craft_sharded(ctx, spec, dist, seed=seed, batch_size=batch_size, out_dir=out / "adversarial",
+                                    log=log)
+            if not dist.is_main:
+                return None, path, False
+        else:
+            crafted = craft(ctx, spec, seed=seed, batch_size=batch_size, out_dir=out / "adversarial", shard=shard,
+                            log=log)
         if crafted is None:
             return None, path, False
+    elif distributed and not dist.is_main:
+        return None, path, False
     if shard is not None and shard[0] != 0:
         return None, path, False   # rank 0 writes the comparison
-    rec = compare(ctx, crafted)
-    write_json(path, rec)
+    with exclusive(path, str(path)):   # a second writer of this comparison stops with a clear error
+        rec = _finished(path)          # ... or finds it written while it crafted
+        if rec is not None:
+            return rec, path, True
+        rec = compare(ctx, crafted)
+        write_json(path, rec)
     return rec, path, False
+
+
+def _finished(path: Path) -> Optional[Dict[str, Any]]:
+    """The comparison at `path` when it exists and is one (a damaged file is computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        rec = read_json(path)
+    except DeepslothError:
+        return None
+    return rec if isinstance(rec, dict) and rec.get("format") == FORMAT else None
 
 
 def run_grid(ctx: Context, specs: Sequence[AttackSpec], out_dir: Union[str, Path], *, seed: int = 0,
              batch_size: int = DEFAULT_BATCH, include_clean: bool = True,
              shard: Optional[Tuple[int, int]] = None,
-             log: Callable[[str], None] = lambda s: None) -> List[Dict[str, Any]]:
-    """Run every cell (skipping finished ones); returns a summary row per cell."""
+             log: Callable[[str], None] = lambda s: None, dist=None) -> List[Dict[str, Any]]:
+    """Run every cell (skipping finished ones); returns a summary row per cell (under torchrun,
+    `dist`: every rank runs this, rank 0 gets the rows)."""
     out = model_dir(out_dir, ctx)
     out.mkdir(parents=True, exist_ok=True)
     cells: List[Optional[AttackSpec]] = ([None] if include_clean else []) + list(specs)
@@ -111,7 +141,8 @@ def run_grid(ctx: Context, specs: Sequence[AttackSpec], out_dir: Union[str, Path
     bar = progress(cells, desc=f"grid {ctx.name}", unit="cell")
     for spec in bar:
         name = "clean" if spec is None else spec.cell
-        rec, path, existed = run_cell(ctx, spec, out, seed=seed, batch_size=batch_size, shard=shard, log=log)
+        rec, path, existed = run_cell(ctx, spec, out, seed=seed, batch_size=batch_size, shard=shard, log=log,
+                                      dist=dist)
         status = "done before" if existed else ("waiting for other ranks" if rec is None else "done")
         row: Dict[str, Any] = {"cell": name, "file": str(path), "status": status}
         if rec is not None:

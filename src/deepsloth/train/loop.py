@@ -3,7 +3,8 @@
 Data stays as uint8 tensors; batches are augmented with tensor ops; the model runs
 channels-last on CPU; the loss and accuracy shown in the progress bar are accumulated on the
 device and read back only when the bar is refreshed. After every epoch a checkpoint is
-written, so `resume=True` continues a killed run from the last finished epoch.
+written, so `resume=True` continues a killed run from the last finished epoch. A run holds
+`<out>/training.lock` (`io.exclusive`): a second run into the same directory stops with an error.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import nn
 from ..data import Dataset, TensorLoader
 from ..data.loader import epoch_seed
 from ..errors import DeepslothError
+from ..io import exclusive
 from ..exits.cost import measure_exit_costs
 from ..exits.forward import as_exit_list, collect_exit_outputs
 from ..models.io import save_model_dir
@@ -77,16 +79,55 @@ def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, test_set: Optional[Dataset],
                 out_dir: Path, meta: Dict[str, Any], seed: int = 0, device: torch.device = torch.device("cpu"),
                 resume: bool = False, channels_last: Optional[bool] = None,
-                log: Callable[[str], None] = print) -> Dict[str, Any]:
+                log: Callable[[str], None] = print, adversarial=None, dist=None,
+                sync_bn: bool = False) -> Dict[str, Any]:
     """Train `model` and write a model directory to `out_dir`; returns the saved metadata.
 
     `meta` holds what describes the model (arch, dataset, ...); this adds the recipe, seed,
     per-exit test accuracy, measured per-exit cost and the training time.
+
+    `adversarial` (`train.adversarial.AdversarialTraining`) adds an adversarial term to every
+    batch's loss. `dist` (`deepsloth.distributed.Dist`, under torchrun) runs DistributedDataParallel:
+    every rank takes its slice of each global batch of the one-process schedule (same global batch,
+    same learning rates), gradients are averaged, and only rank 0 writes checkpoints, the model
+    directory and logs. `sync_bn` (CUDA only) turns BatchNorm into SyncBatchNorm so that statistics
+    cover the global batch; without it each rank normalises its own slice, as usual with DDP.
     """
+    from contextlib import nullcontext
+
+    main = dist is None or dist.is_main
+    if not main:
+        log = lambda s: None  # noqa: E731  (only rank 0 logs)
     if mode not in MODES:
         raise DeepslothError(f"unknown training mode {mode!r}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(train_set) < recipe.batch_size:   # checked before anything is created
+        raise DeepslothError(f"training set of {len(train_set)} images is smaller than one batch "
+                             f"of {recipe.batch_size}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepslothError(f"{out_dir} is not a directory")
+    # One training run per directory at a time: a second one stops here with a clear error
+    # (the lock file, <out>/training.lock, is removed when the run ends or is interrupted).
+    world = dist.world if dist is not None else 1
+    if recipe.batch_size % world:
+        raise DeepslothError(f"the batch size {recipe.batch_size} must divide evenly over {world} processes")
+    if sync_bn and device.type != "cuda":
+        raise DeepslothError("SyncBatchNorm needs CUDA; on CPU each rank keeps its own BatchNorm statistics")
+    lock = exclusive(out_dir / "training", f"the training run in {out_dir}") if main else nullcontext()
+    with lock:
+        return _train(model, mode=mode, recipe=recipe, train_set=train_set, test_set=test_set, out_dir=out_dir,
+                      meta=meta, seed=seed, device=device, resume=resume, channels_last=channels_last, log=log,
+                      adversarial=adversarial, dist=dist, sync_bn=sync_bn)
+
+
+def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, test_set: Optional[Dataset],
+           out_dir: Path, meta: Dict[str, Any], seed: int, device: torch.device, resume: bool,
+           channels_last: Optional[bool], log: Callable[[str], None], adversarial=None, dist=None,
+           sync_bn: bool = False) -> Dict[str, Any]:
+    from ..attacks.base import derive_seed
+
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    main = rank == 0
     if channels_last is None:
         channels_last = device.type == "cpu"
     model.to(device)
@@ -98,6 +139,12 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
         costs = measure_exit_costs(model, input_shape).normalised
 
     params = trainable_parameters(model, mode)
+    net = model
+    if world > 1:   # the distributed gate: DDP averages gradients, everything else is the same loop
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DDP(model, device_ids=[device] if device.type == "cuda" else None)
     opt = build_optimizer(params, recipe)
     loss_fn = make_loss(mode, recipe, costs)
     loader = TensorLoader(train_set, batch_size=recipe.batch_size, shuffle=True, augment=True,
@@ -111,9 +158,10 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
     if resume:
         info = load_checkpoint(out_dir, model, opt)
         if info is not None:
-            if info.get("recipe") != recipe.to_dict() or info.get("mode") != mode:
+            adv_rec = adversarial.record() if adversarial is not None else None
+            if info.get("recipe") != recipe.to_dict() or info.get("mode") != mode or info.get("adversarial") != adv_rec:
                 raise DeepslothError(f"{out_dir} holds a checkpoint of a different run "
-                                     f"(recipe or mode differ); use another --out or drop --resume")
+                                     f"(recipe, mode or adversarial recipe differ); use another --out or drop --resume")
             start_epoch, history, elapsed = info["epoch"], info["history"], info.get("elapsed_s", 0.0)
             log(f"resuming from epoch {start_epoch}/{recipe.epochs}")
     elif (out_dir / "checkpoint.json").exists():
@@ -133,8 +181,14 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
             lr = recipe.lr_at(epoch, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            outs = as_exit_list(model(x))
+            if world > 1:   # this rank's slice of the global batch
+                b = len(y) // world
+                x, y = x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]
+            outs = as_exit_list(net(x))
             loss = loss_fn(outs, y, epoch)
+            if adversarial is not None:   # crafted on the current model in eval mode, modes restored after
+                x_adv, y_adv = adversarial.inputs(model, x, y, seed=derive_seed(seed, "adv", epoch, step, rank))
+                loss = loss + adversarial.loss(as_exit_list(net(x_adv)), y_adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -155,16 +209,27 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
         history.append(record)
         log(f"epoch {epoch + 1}/{recipe.epochs}: loss {record['loss']:.4f} "
             f"train acc ({'last IC' if mode == 'ic-only' else 'final'}) {record['train_acc']:.4f} [{dt:.0f}s]")
-        save_checkpoint(out_dir, model, opt, {"epoch": epoch + 1, "mode": mode, "recipe": recipe.to_dict(),
-                                              "history": history, "elapsed_s": elapsed, "seed": seed})
+        if main:
+            save_checkpoint(out_dir, model, opt, {"epoch": epoch + 1, "mode": mode, "recipe": recipe.to_dict(),
+                                                  "history": history, "elapsed_s": elapsed, "seed": seed,
+                                                  "adversarial": adversarial.record() if adversarial else None})
+        if dist is not None:
+            dist.barrier()   # a resumed run finds the checkpoint of the last epoch every rank finished
 
     model.eval()
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
+    if not main:
+        dist.barrier()
+        return {}
     full = dict(meta)
     full.update({"mode": mode, "recipe": recipe.to_dict(), "seed": seed, "history": history,
                  "train_seconds": round(elapsed, 1), "train_images": len(train_set),
                  "data_source": train_set.source})
+    if adversarial is not None:
+        full["adversarial"] = adversarial.record()
+    if world > 1:
+        full["distributed"] = {"world_size": world, "backend": dist.backend, "sync_bn": sync_bn}
     if mode != "cnn":
         full["cost"] = measure_exit_costs(model, input_shape).to_dict()
     if test_set is not None:
@@ -175,4 +240,6 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
         log("test accuracy per exit: " + " ".join(f"{a * 100:.1f}" for a in acc))
     save_model_dir(out_dir, model, full)
     remove_checkpoint(out_dir)
+    if dist is not None:
+        dist.barrier()
     return full

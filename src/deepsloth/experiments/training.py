@@ -1,0 +1,182 @@
+"""`deepsloth train` as a library function: data selection, model, adversarial term, distribution.
+
+    run_training(TrainConfig(arch="mobilenet", mode="cnn", out="runs/m", recipe="fast", adv="pgd"))
+
+Data selection (recorded in model.json under "data_selection"):
+
+* `data_fraction` F (with `subset_seed` S): from every class of the training split, a seeded
+  random F share of its images (at least one), kept in stored order: the same F and S always give
+  the same images, and each class keeps its proportion.
+* `classes` [c1, c2, ...]: only those classes, relabelled 0..c-1 in the order given; model.json
+  stores the mapping (`class_subset`), and every command that evaluates the model on a dataset
+  uses only the test images of those classes, mapped the same way (`subset_dataset`).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from ..data import Dataset
+from ..errors import DeepslothError
+from ..validate import check_number
+
+MODES = ("cnn", "ic-only", "sdn")
+
+
+@dataclass
+class TrainConfig:
+    arch: str
+    out: str
+    mode: str = "cnn"
+    dataset: str = "cifar10"
+    init_from: Optional[str] = None
+    recipe: str = "paper"
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    train_n: Optional[int] = None
+    test_n: Optional[int] = None
+    data_fraction: Optional[float] = None
+    subset_seed: int = 0
+    classes: Optional[List[int]] = None
+    adv: Optional[str] = None
+    adv_eps: Optional[float] = None
+    adv_steps: Optional[int] = None
+    adv_step_size: Optional[float] = None
+    adv_share: float = 1.0
+    adv_fast: bool = False
+    sync_bn: bool = False
+    device: str = "auto"
+    data_root: Optional[str] = None
+
+
+def fraction_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A seeded `fraction` of every class's indices (at least one per class), in stored order."""
+    check_number("data_fraction", fraction, low=0.0, high=1.0, low_open=True)
+    g = torch.Generator().manual_seed(int(seed))
+    keep = []
+    for c in torch.unique(labels).tolist():
+        idx = (labels == c).nonzero().flatten()
+        k = max(1, int(round(fraction * len(idx))))
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.sort(torch.cat(keep)).values
+
+
+def subset_dataset(ds: Dataset, classes: Optional[Sequence[int]] = None,
+                   indices: Optional[torch.Tensor] = None) -> Dataset:
+    """`ds` restricted to `indices` and/or to `classes` (relabelled 0..c-1 in the given order)."""
+    images, labels = ds.images, ds.labels
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    names = list(ds.classes)
+    if classes is not None:
+        classes = [int(c) for c in classes]
+        mapping = torch.full((max(len(ds.classes), max(classes) + 1),), -1, dtype=torch.int64)
+        mapping[torch.tensor(classes)] = torch.arange(len(classes))
+        keep = (mapping[labels] >= 0).nonzero().flatten()
+        images, labels = images[keep], mapping[labels[keep]]
+        names = [ds.classes[c] for c in classes]
+    return Dataset(ds.name, ds.split, images, labels, names, ds.source, ds.meta)
+
+
+def check_classes(classes: Sequence[int], num_classes: int) -> List[int]:
+    classes = [int(c) for c in classes]
+    if len(classes) < 2:
+        raise DeepslothError("--classes needs at least two classes")
+    if len(set(classes)) != len(classes):
+        raise DeepslothError(f"--classes repeats a class: {classes}")
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise DeepslothError(f"--classes {bad} outside 0..{num_classes - 1}")
+    return classes
+
+
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    from ..data import load_dataset
+    from ..device import resolve_device
+    from ..models.io import load_model_dir
+    from ..models.registry import attach_ics, create_model, parse_name
+    from ..train.adversarial import AdversarialTraining
+    from ..train.loop import train_model
+    from ..train.recipes import default_recipe
+    from .zoo import parent_record
+
+    device = dist.device if dist is not None else resolve_device(cfg.device)
+    arch, _ = parse_name(cfg.arch)
+    if cfg.mode not in MODES:
+        raise DeepslothError(f"unknown training mode {cfg.mode!r}; choose from {', '.join(MODES)}")
+    recipe = default_recipe(arch, cfg.mode, cfg.recipe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)
+    if cfg.mode == "ic-only" and not cfg.init_from:
+        raise DeepslothError("--mode ic-only needs --from DIR, a trained CNN model directory")
+    if cfg.init_from and cfg.mode == "sdn":
+        raise DeepslothError("--from is only used with --mode ic-only (the CNN to attach ICs to) "
+                             "or --mode cnn (a CNN to continue training)")
+    adversarial = None
+    if cfg.adv:
+        adversarial = AdversarialTraining(cfg.adv, mode=cfg.mode, eps=cfg.adv_eps, steps=cfg.adv_steps,
+                                          step_size=cfg.adv_step_size, share=cfg.adv_share, fast=cfg.adv_fast,
+                                          dataset=cfg.dataset)
+    out = Path(cfg.out)
+    if (out / "model.json").exists() and not (out / "checkpoint.json").exists() and not cfg.overwrite:
+        raise DeepslothError(f"{out} already holds a trained model; pass --overwrite to replace it")
+    train_set = load_dataset(cfg.dataset, "train", cfg.data_root)
+    test_set = load_dataset(cfg.dataset, "test", cfg.data_root)
+    selection: Dict[str, Any] = {}
+    classes_given = cfg.classes
+    if cfg.init_from and cfg.classes is None:   # continue on the parent's classes
+        from ..models.io import read_model_meta
+        parent_subset = read_model_meta(cfg.init_from).get("class_subset")
+        if parent_subset:
+            classes_given = parent_subset["classes"]
+    if classes_given is not None:
+        classes = check_classes(classes_given, train_set.num_classes)
+        train_set, test_set = subset_dataset(train_set, classes), subset_dataset(test_set, classes)
+        selection["classes"] = classes
+    if cfg.data_fraction is not None:
+        idx = fraction_indices(train_set.labels, cfg.data_fraction, cfg.subset_seed)
+        train_set = subset_dataset(train_set, indices=idx)
+        selection.update(fraction=cfg.data_fraction, subset_seed=cfg.subset_seed, train_images=len(idx),
+                         indices_sha256=_sha(idx))
+    for flag, n, ds in (("--train-n", cfg.train_n, train_set), ("--test-n", cfg.test_n, test_set)):
+        if n and n > len(ds):
+            raise DeepslothError(f"{flag} {n} exceeds the {len(ds)} {ds.split} images of {ds.name} ({ds.source})")
+    if cfg.train_n:
+        train_set = train_set.subset(cfg.train_n)
+    if cfg.test_n:
+        test_set = test_set.subset(cfg.test_n)
+    meta: Dict[str, Any] = {"arch": arch, "dataset": cfg.dataset, "num_classes": train_set.num_classes,
+                            "input_size": train_set.image_size}
+    if selection:
+        meta["data_selection"] = selection
+    if classes_given is not None:
+        meta["class_subset"] = {"classes": selection["classes"], "names": list(train_set.classes)}
+    if cfg.init_from:
+        model, parent = load_model_dir(cfg.init_from)
+        if parent["arch"] != arch or parent["dataset"] != cfg.dataset or parent["mode"] != "cnn":
+            raise DeepslothError(f"--from {cfg.init_from} is a {parent['mode']} {parent['arch']} on "
+                                 f"{parent['dataset']}, not a {arch} CNN on {cfg.dataset}")
+        if (parent.get("class_subset") or {}).get("classes") != (meta.get("class_subset") or {}).get("classes"):
+            raise DeepslothError(f"--from {cfg.init_from} was trained on other classes than --classes")
+        meta["parent"] = parent_record(cfg.init_from, parent)
+        if cfg.mode == "ic-only":
+            model = attach_ics(model, cfg.dataset, num_classes=meta["num_classes"], seed=cfg.seed)
+    else:
+        model = create_model(arch, cfg.dataset, sdn=cfg.mode == "sdn", seed=cfg.seed,
+                             num_classes=meta["num_classes"])
+    return train_model(model, mode=cfg.mode, recipe=recipe, train_set=train_set, test_set=test_set, out_dir=out,
+                       meta=meta, seed=cfg.seed, device=device, resume=cfg.resume, log=log,
+                       adversarial=adversarial, dist=dist, sync_bn=cfg.sync_bn)
+
+
+__all__ = ["TrainConfig", "run_training", "fraction_indices", "subset_dataset", "check_classes"]
