@@ -18,7 +18,7 @@ from ..errors import DeepslothError
 
 # Order here is the order in `deepsloth --help`.
 COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "grid", "report", "latency", "represent",
-            "zoo"]
+            "transfer", "zoo"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -182,12 +182,17 @@ def _class_subset(ds: Dataset, meta: Dict[str, Any]) -> Dataset:
 
 
 def model_name(path: Path) -> str:
+    """The zoo name, else the directory name (with its parent's for the generic names a training
+    pipeline gives its stages, e.g. `frac10/sdn` -> `frac10-sdn`)."""
+    p = Path(path)
     try:
-        if Path(path).resolve().parent == ZOO_DIR.resolve():
-            return Path(path).name
+        if p.resolve().parent == ZOO_DIR.resolve():
+            return p.name
     except OSError:
         pass
-    return Path(path).name or str(path)
+    if p.name in ("sdn", "cnn", "cnn-avg") and p.parent.name:
+        return f"{p.parent.name}-{p.name}"
+    return p.name or str(p)
 
 
 def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[int] = None,

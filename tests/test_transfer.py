@@ -1,0 +1,107 @@
+"""Transferability building blocks: per-class data fractions, class subsets (re-indexed, and used by
+evaluation), the scenario-2 subset rule, and a transfer record with both models and the white-box
+reference (untrained ResNet-56 SDNs on synthetic data: seconds)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from deepsloth.cli.main import main
+from deepsloth.data import CIFAR10_CLASSES, Dataset
+from deepsloth.data.cache import write_dataset
+from deepsloth.errors import DeepslothError
+from deepsloth.experiments.context import load_context
+from deepsloth.experiments.training import fraction_indices, subset_dataset
+from deepsloth.experiments.transfer import run_transfer, scenario2_subsets
+from deepsloth.models import create_model
+from deepsloth.models.io import save_model_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_fractions_are_per_class_and_seeded():
+    labels = torch.arange(200) % 10            # 20 per class
+    a = fraction_indices(labels, 0.25, seed=3)
+    assert torch.bincount(labels[a], minlength=10).tolist() == [5] * 10
+    assert torch.equal(a, fraction_indices(labels, 0.25, seed=3)) and torch.equal(a, torch.sort(a).values)
+    assert not torch.equal(a, fraction_indices(labels, 0.25, seed=4))
+    assert len(fraction_indices(labels, 1.0, seed=0)) == 200
+    assert torch.bincount(labels[fraction_indices(labels, 0.01, seed=0)]).tolist() == [1] * 10   # at least one
+    with pytest.raises(DeepslothError):
+        fraction_indices(labels, 0.0, seed=0)
+
+
+def test_class_subsets_reindex_labels():
+    ds = Dataset("cifar10", "test", torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10,
+                 list(CIFAR10_CLASSES))
+    sub = subset_dataset(ds, [7, 2, 5])
+    assert sub.labels.tolist() == [1, 2, 0, 1, 2, 0] and sub.classes == ["horse", "bird", "dog"]
+
+
+@pytest.mark.parametrize("c", [5, 6, 7])
+@pytest.mark.parametrize("shared", [0, 2, 4])
+def test_scenario2_subsets_share_exactly(c, shared):
+    if 2 * c - shared > 10:
+        with pytest.raises(DeepslothError):
+            scenario2_subsets(10, c, shared)
+        return
+    v, s = scenario2_subsets(10, c, shared, seed=0)
+    assert len(v) == len(set(v)) == c and len(s) == len(set(s)) == c
+    assert len(set(v) & set(s)) == shared
+    assert (v, s) == scenario2_subsets(10, c, shared, seed=0)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("transfer")
+    victim = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        with torch.no_grad():
+            return x, victim(x.float() / 255)[-1].argmax(1)
+
+    write_dataset("cifar10", base / "data", {"train": split(20), "test": split(8)}, CIFAR10_CLASSES, "synthetic")
+    meta = {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn", "num_classes": 10, "input_size": 32}
+    save_model_dir(base / "victim", victim, meta)
+    save_model_dir(base / "surrogate", create_model("resnet56", "cifar10", sdn=True, seed=1), meta)
+    return base
+
+
+def test_transfer_records_both_models_and_the_white_box_reference(env, tmp_path, capsys):
+    assert main(["transfer", "--surrogate", str(env / "surrogate"), "--victim", str(env / "victim"), "--n", "6",
+                 "--data-root", str(env / "data"), "--device", "cpu", "--out", str(tmp_path), "--json",
+                 "--attacks", "deepsloth-linf-sample", "pgd"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["attack"]["attack"] for r in rows] == ["deepsloth", "pgd"]
+    for r in rows:
+        t = r["transfer"]
+        assert t["victim"]["name"] == "victim" and t["surrogate"]["name"] == "surrogate"
+        assert t["victim"]["weights_sha256"] != t["surrogate"]["weights_sha256"]
+        assert r["model"]["weights_sha256"] == t["victim"]["weights_sha256"]      # evaluated on the victim
+        assert set(t["white_box"]) == set(r["rad"]) and "efficacy_reduction" in t["white_box"]["5"]
+        assert r["data"]["n"] == 6 and sum(r["rad"]["5"]["attacked"]["exit_counts"]) == 6
+    files = sorted(p.name for p in (tmp_path / "victim" / "transfer").glob("*.json"))
+    assert len(files) == 2 and all(f.startswith("surrogate-") for f in files)
+    # the white-box cells are ordinary comparisons next to them
+    assert len(list((tmp_path / "victim").glob("*-sample-*.json"))) == 2
+    with pytest.raises(DeepslothError, match="same model"):
+        run_transfer(load_context(env / "victim", n=6, device="cpu", data_root=env / "data"), str(env / "victim"),
+                     ["deepsloth"], tmp_path)
+
+
+def test_a_class_subset_model_is_evaluated_on_its_classes(env, tmp_path):
+    model = create_model("resnet56", "cifar10", sdn=True, seed=0, num_classes=3).eval()
+    save_model_dir(tmp_path / "m", model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn", "num_classes": 3,
+                                           "input_size": 32, "class_subset": {"classes": [7, 2, 5],
+                                                                              "names": ["horse", "bird", "dog"]}})
+    labels = torch.arange(20) % 10
+    write_dataset("cifar10", tmp_path / "data", {"test": (torch.zeros(20, 3, 32, 32, dtype=torch.uint8), labels)},
+                  CIFAR10_CLASSES, "synthetic")
+    ctx = load_context(tmp_path / "m", device="cpu", data_root=tmp_path / "data")   # thresholds are lazy
+    mapping = {7: 0, 2: 1, 5: 2}
+    assert ctx.n == 6 and ctx.labels.tolist() == [mapping[y] for y in labels.tolist() if y in mapping]
+    assert ctx.test.classes == ["horse", "bird", "dog"]
