@@ -318,3 +318,21 @@ def test_bad_values_are_one_line_errors(setup, argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "error" in err
+
+
+@pytest.mark.parametrize("attack", ["pgd", "pgd-avg", "pgd-max", "uap", "deepsloth"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("eps", ["-0.1", "0", "nan", "2"])
+def test_bad_eps_is_rejected_by_the_cli(setup, tmp_path, capsys, attack, norm, eps):
+    if attack == "uap" and norm != "linf":
+        pytest.skip("uap is l_inf only")
+    if eps == "2" and norm != "linf":
+        eps = "inf"   # large budgets are legal in l_2 / l_1; infinity never is
+    try:
+        rc = main(["attack", "--model", str(setup["model"]), "--attack", attack, "--norm", norm, "--eps", eps,
+                   "--data-root", str(setup["root"]), "--device", "cpu", "--out", str(tmp_path / "out")])
+    except SystemExit as exc:   # argparse's own refusal
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "eps" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
