@@ -1,25 +1,50 @@
 #!/usr/bin/env bash
 # The long CPU queue behind docs/results.md: every step resumes where it stopped (finished grid
-# cells are skipped, per-sample cells keep their finished batches, training resumes per epoch).
-# Start or restart it from the repository root with:
+# cells are skipped, per-sample cells keep their finished batches, training resumes per epoch,
+# finished training stages are reused). Start or restart it from the repository root with:
 #   setsid nohup bash scripts/train_queue.sh >> runs/queue.log 2>&1 &
+# then collect finished results into the page with: python scripts/results_page.py --collect runs/grid
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 mkdir -p runs
 export DEEPSLOTH_PROGRESS_INTERVAL=120
 run() { echo "== $(date -u +%F' '%H:%M:%S) $*"; nice -n 19 "$@" || echo "!! failed ($?): $*"; }
-MODELS="resnet56_sdn_cifar10 mobilenet_sdn_cifar10"
+R=resnet56_sdn_cifar10
+M=mobilenet_sdn_cifar10
 GRID="deepsloth grid --n 1000 --out runs/grid --device cpu --model"
-# 1. the cheap cells of the attack grid on both shipped models (docs/results.md)
-for m in $MODELS; do
+# 1. the cheap cells of the attack grid on both shipped models (issue 13)
+for m in $R $M; do
   run $GRID $m --attacks pgd pgd-avg deepsloth-linf-sample deepsloth-linf-universal deepsloth-linf-class \
       deepsloth-l1-universal deepsloth-l2-universal
 done
-# 2. the VGG16-BN SDN for the zoo
+# 2. cross-architecture transfer between the shipped models, both directions (issue 17)
+run deepsloth transfer --surrogate $M --victim $R --n 1000 --out runs/grid --device cpu
+run deepsloth transfer --surrogate $R --victim $M --n 1000 --out runs/grid --device cpu
+run deepsloth represent --model $R --class 3 --n 100 --out runs/represent --device cpu
+# 3. the VGG16-BN SDN for the zoo (issue 15)
 run deepsloth zoo train vgg16bn --out runs/vgg16bn_sdn_cifar10
-# 3. the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class)
-for m in $MODELS; do
+# 4. the defence study on MobileNet (issue 16): PGD-trained CNN warm-started from the shipped backbone
+#    (fast single-step AT on a CPU budget), then IC-only training undefended and with each adversarial term
+run python scripts/export_backbone.py $M runs/at/mobilenet-cnn
+run deepsloth train --arch mobilenet --mode cnn --from runs/at/mobilenet-cnn --recipe fast --epochs 6 --lr 0.05 \
+    --adv pgd --adv-fast --out runs/at/mobilenet-cnn-pgdat --resume --device cpu
+for adv in none pgd pgd-avg pgd-max deepsloth mixed; do
+  extra=(); [ "$adv" != none ] && extra=(--adv "$adv" --adv-steps 5)
+  run deepsloth train --arch mobilenet --mode ic-only --from runs/at/mobilenet-cnn-pgdat --recipe fast --epochs 3 \
+      "${extra[@]}" --out runs/at/mobilenet-ic-$adv --resume --device cpu
+  run deepsloth grid --n 500 --out runs/defence --device cpu --model runs/at/mobilenet-ic-$adv \
+      --attacks pgd deepsloth-linf-sample deepsloth-linf-universal
+done
+run deepsloth grid --n 500 --out runs/defence --device cpu --model $M --attacks pgd deepsloth-linf-sample deepsloth-linf-universal
+# 5. transfer scenarios against the shipped MobileNet (issue 17)
+run deepsloth transfer scenario1 --victim $M --arch mobilenet --fractions 10 25 50 100 --epochs 10 --ic-epochs 2 \
+    --n 1000 --out runs/grid --device cpu
+run deepsloth transfer scenario2 --arch mobilenet --classes 5 --shared 0 2 4 --epochs 10 --ic-epochs 2 \
+    --out runs/scenario2 --device cpu
+# 6. the expensive grid cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class)
+for m in $R $M; do
   run $GRID $m --attacks uap deepsloth-l1-sample pgd-max deepsloth-l2-sample deepsloth-l1-class deepsloth-l2-class
 done
+run $GRID vgg16bn_sdn_cifar10 --attacks all
 echo "== $(date -u +%F' '%H:%M:%S) queue finished"
