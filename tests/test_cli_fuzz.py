@@ -253,6 +253,20 @@ CASES = [
     ("zoo-sweep-n-zero", ["zoo", "sweep", "{M}", "--n", "0"], ">= 1"),
     ("zoo-sweep-n-too-many", ["zoo", "sweep", "{M}", "--n", "1000"], "exceeds"),
     ("zoo-sweep-json-list", ["zoo", "sweep", "{BAD_JSON_LIST}"], "JSON object"),
+    # ------------------------------------------------------------------ transfer
+    ("transfer-no-models", ["transfer", "--out", "{OUT}/t"], "--surrogate and --victim"),
+    ("transfer-victim-missing", ["transfer", "--surrogate", "{M}", "--victim", "{TMP}/no-such-model",
+                                 "--out", "{OUT}/t"], "no model directory"),
+    ("transfer-same-model", ["transfer", "--surrogate", "{M}", "--victim", "{M}", "--out", "{OUT}/t"], "same model"),
+    ("transfer-attack-unknown", ["transfer", "--surrogate", "{M}", "--victim", "{M}", "--attacks", "nope",
+                                 "--out", "{OUT}/t"], "unknown attack"),
+    ("transfer-n-zero", ["transfer", "--surrogate", "{M}", "--victim", "{M}", "--n", "0", "--out", "{OUT}/t"], ">= 1"),
+    ("transfer-fractions-negative", ["transfer", "scenario1", "--victim", "{M}", "--arch", "resnet56",
+                                     "--fractions", "-10", "--out", "{OUT}/t"], "> 0"),
+    ("transfer-scenario1-missing", ["transfer", "scenario1", "--victim", "{M}", "--out", "{OUT}/t"], "scenario1 needs"),
+    ("transfer-scenario2-shared-too-many", ["transfer", "scenario2", "--arch", "resnet56", "--classes", "5",
+                                            "--shared", "7", "--out", "{OUT}/t"], "shared must be"),
+    ("transfer-scenario-unknown", ["transfer", "scenario3", "--out", "{OUT}/t"], "invalid choice"),
     # ------------------------------------------------------------------ top level
     ("unknown-command", ["frobnicate"], "invalid choice"),
 ]

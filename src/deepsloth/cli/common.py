@@ -6,12 +6,12 @@ import json
 import os
 import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import DeepslothError
-from ..validate import check_number, check_rad
+from .types import (any_int, nonempty, nonneg_float, nonneg_int, positive_float, positive_int,  # noqa: F401
+                    positive_number, rad_value, seed_int, thread_count)
 
 DEFAULT_RESULTS = "deepsloth-results"
 
@@ -43,44 +43,8 @@ def emit(result: Any, as_json: bool, print_report) -> int:
     return 0
 
 
-def _type(check: Callable[[str, Any], Any], parse: Callable[[str], Any] = float):
-    def convert(text: str):
-        try:
-            value = parse(text)
-        except (ValueError, ZeroDivisionError):
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        try:
-            return check("value", value)
-        except DeepslothError as exc:
-            raise argparse.ArgumentTypeError(str(exc).replace("value ", "", 1)) from None
-    return convert
-
-
-def _fraction(text: str) -> float:
-    text = text.strip()
-    return float(Fraction(text)) if "/" in text else float(text)
-
-
-positive_int = _type(lambda n, v: check_number(n, v, low=1, integer=True), lambda t: int(t, 10))
-nonneg_int = _type(lambda n, v: check_number(n, v, low=0, integer=True), lambda t: int(t, 10))
-positive_float = _type(lambda n, v: check_number(n, v, low=0.0, low_open=True))
-nonneg_float = _type(lambda n, v: check_number(n, v, low=0.0))
-positive_number = _type(lambda n, v: check_number(n, v, low=0.0, low_open=True), _fraction)  # 8/255 allowed
-any_int = _type(lambda n, v: check_number(n, v, integer=True), lambda t: int(t, 10))
-rad_value = _type(lambda n, v: check_rad(v))
-# Seeds reach torch.manual_seed, which takes 64-bit values: a larger one failed deep inside an
-# attack, after other cells had run.
-seed_int = _type(lambda n, v: check_number(n, v, low=0, high=2 ** 63 - 1, integer=True), lambda t: int(t, 10))
-
-
 def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 .. 2^63 - 1 (default: %(default)s)")
-
-
-def thread_count(text: str) -> int:
-    """--threads: 1 .. the number of CPUs (far more threads than cores crash the OpenMP runtime)."""
-    cpus = os.cpu_count() or 1
-    return _type(lambda n, v: check_number(n, v, low=1, high=cpus, integer=True), lambda t: int(t, 10))(text)
 
 
 def add_rad(p: argparse.ArgumentParser) -> None:
@@ -172,10 +136,3 @@ def writable_file(path: Path | str, what: str = "--out") -> Path:
                              f"write the result elsewhere")
     writable_dir(path.parent, what)
     return path
-
-
-def nonempty(text: str) -> str:
-    """argparse type of names and paths: an empty string is an error (not '.' or a default)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a non-empty value")
-    return text

@@ -13,13 +13,12 @@ import datetime as _dt
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
 from .. import __version__
 from ..attacks.registry import resolve_spec
-from ..errors import DeepslothError
 from ..io import write_json
 from ..models.zoo import DEFAULT_MODEL
 from ..validate import check_count, check_rad

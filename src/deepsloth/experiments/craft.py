@@ -30,17 +30,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
 from .. import __version__
-from ..adversarial import KINDS, load_adversarial, save_adversarial
+from ..adversarial import load_adversarial, save_adversarial
 from ..attacks.base import apply_universal, derive_seed
 from ..attacks.norms import norm_report
 from ..attacks.registry import AttackSpec, create_attack
 from ..errors import DeepslothError
-from ..io import LockHeld, atomic_path, exclusive, load_tensors, read_json, save_tensors, write_json
+from ..io import LockHeld, atomic_path, exclusive, load_tensors, save_tensors
 from ..progress import progress
 from .context import Context
 

@@ -9,7 +9,7 @@ curve's efficacy.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from ..io import atomic_path
 from ..metrics.efficacy import eec_curve

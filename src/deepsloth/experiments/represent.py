@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import __version__
 from ..attacks.registry import resolve_spec
-from ..io import atomic_path, write_json
+from ..io import write_json
 from .context import Context
 from .craft import craft
 

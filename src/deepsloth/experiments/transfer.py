@@ -58,13 +58,13 @@ def run_transfer(victim: Context, surrogate: str, cells: Sequence[str], out_dir:
                  batch_size: int = 128, log: Callable[[str], None] = lambda s: None,
                  extra: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """One transfer record per attack (written to `<out>/<victim>/transfer/`), with white-box references."""
+    specs = [resolve_spec(cell, dataset=victim.dataset) for cell in cells]   # bad names fail before any work
     sur = surrogate_context(victim, surrogate)
     if sur.weights_sha256 == victim.weights_sha256:
         raise DeepslothError("the surrogate and the victim are the same model (that is the white-box case)")
     out = Path(out_dir) / victim.name
     rows = []
-    for cell in cells:
-        spec = resolve_spec(cell, dataset=victim.dataset)
+    for spec in specs:
         if not same_classes(sur, victim) and spec.cell not in LABEL_FREE:
             raise DeepslothError(f"{spec.cell} needs labels the surrogate does not share with the victim (other "
                                  f"classes); use a label-free attack: {', '.join(LABEL_FREE)}")
@@ -153,20 +153,23 @@ def scenario2(arch: str, class_counts: Sequence[int], shared: Sequence[int], out
               data_root: Optional[str] = None, log: Callable[[str], None] = lambda s: None) -> List[Dict[str, Any]]:
     """For each (c, shared): a victim on one class subset, a surrogate on another sharing `shared`."""
     from ..data.registry import DATASETS
+    k = DATASETS[dataset].num_classes
+    pairs = [(c, s) for c in class_counts for s in shared if 0 <= s <= c and 2 * c - s <= k]
+    if not pairs:   # let the subset rule say why
+        scenario2_subsets(k, class_counts[0], shared[0], seed)
+    for c, s in [(c, s) for c in class_counts for s in shared if (c, s) not in pairs]:
+        log(f"scenario 2: skipping c={c}, shared={s} ({2 * c - s} distinct classes needed, {k} exist)")
     rows = []
-    for c in class_counts:
-        for s in shared:
-            if s > c:
-                continue
-            v_cls, s_cls = scenario2_subsets(DATASETS[dataset].num_classes, c, s, seed)
-            base = Path(out_dir) / "scenario2" / f"{arch}-{recipe}-e{epochs}-ic{ic_epochs}-c{c}-shared{s}-s{seed}"
-            common = dict(arch=arch, dataset=dataset, recipe=recipe, epochs=epochs, ic_epochs=ic_epochs, seed=seed,
-                          device=device, data_root=data_root, log=log)
-            v = train_sdn(base / "victim", classes=v_cls, **common)
-            sur = train_sdn(base / "surrogate", classes=s_cls, **common)
-            ctx = load_context(str(v), n=n, device=device, data_root=data_root)
-            rows += run_transfer(ctx, str(sur), cells, base, seed=seed, log=log, extra={"scenario": {
-                "name": "scenario2", "classes": c, "shared": s, "victim_classes": v_cls, "surrogate_classes": s_cls}})
+    for c, s in pairs:
+        v_cls, s_cls = scenario2_subsets(k, c, s, seed)
+        base = Path(out_dir) / "scenario2" / f"{arch}-{recipe}-e{epochs}-ic{ic_epochs}-c{c}-shared{s}-s{seed}"
+        common = dict(arch=arch, dataset=dataset, recipe=recipe, epochs=epochs, ic_epochs=ic_epochs, seed=seed,
+                      device=device, data_root=data_root, log=log)
+        v = train_sdn(base / "victim", classes=v_cls, **common)
+        sur = train_sdn(base / "surrogate", classes=s_cls, **common)
+        ctx = load_context(str(v), n=n, device=device, data_root=data_root)
+        rows += run_transfer(ctx, str(sur), cells, base, seed=seed, log=log, extra={"scenario": {
+            "name": "scenario2", "classes": c, "shared": s, "victim_classes": v_cls, "surrogate_classes": s_cls}})
     return rows
 
 
