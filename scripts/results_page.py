@@ -1,0 +1,135 @@
+"""Regenerate docs/results.md from the saved result files under docs/results/ (never recomputes).
+
+    python scripts/results_page.py                      # tables, CSV, figure and page from docs/results/
+    python scripts/results_page.py --collect runs/grid  # first copy new comparison files from a grid run
+    python scripts/results_page.py --sweep resnet56_sdn_cifar10 ...   # first save clean sweeps (computes)
+
+Saved inputs: docs/results/grid/<model>/<cell>-<key>.json (comparison records written by
+`deepsloth grid`; the crafted tensors stay in the run folder) and docs/results/sweeps/<model>.json
+(`deepsloth zoo sweep --json`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+sys.path.insert(0, str(ROOT / "src"))
+
+from deepsloth.experiments.report import group_by_model, load_results, table, write_report  # noqa: E402
+from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
+
+
+def collect(run_dir: Path) -> int:
+    """Copy comparison records (not the crafted tensors) from a grid run folder."""
+    n = 0
+    for rec in load_results(run_dir):
+        src = Path(rec["_file"])
+        dest = RESULTS / "grid" / src.relative_to(run_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists() or dest.read_bytes() != src.read_bytes():
+            shutil.copyfile(src, dest)
+            n += 1
+    return n
+
+
+def save_sweep(model: str) -> Path:
+    from deepsloth.experiments.zoo import clean_sweep
+    r = clean_sweep(model)
+    path = RESULTS / "sweeps" / f"{r['model']['name']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=1))
+    return path
+
+
+def headline(models) -> list:
+    """Per model: does the paper's headline shape hold (docs/method.md §8.3)?"""
+    lines = []
+    for name, cells in models.items():
+        by = {rec["cell"]: rec for rec in cells.values()}
+        def red(cell, k="5"):
+            r = by.get(cell)
+            return None if r is None else r["rad"][k]["efficacy_reduction"]
+        parts = []
+        for norm in ("linf", "l2", "l1"):
+            v = red(f"deepsloth-{norm}-sample")
+            if v is not None:
+                parts.append(f"per-sample DeepSloth {norm}: {v * 100:.1f}% ({'>= 90%' if v >= 0.9 else 'BELOW 90%'})")
+        for cell in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal"):
+            v = red(cell)
+            if v is not None:
+                parts.append(f"{cell}: {v * 100:.1f}%")
+        for cell in [c for c in by if c.startswith("deepsloth") and not c.endswith("sample")]:
+            parts.append(f"{cell}: {red(cell) * 100:.1f}%")
+        lines.append(f"- **{name}** (efficacy reduction at RAD 5%): " + "; ".join(parts))
+    return lines
+
+
+def sweeps_section() -> list:
+    files = sorted((RESULTS / "sweeps").glob("*.json"))
+    if not files:
+        return []
+    out = ["## Clean threshold sweeps next to the paper's VGG16-BN", "",
+           "Early-exit accuracy (%) / cost (= 1 - efficacy) per threshold q on the full CIFAR-10 test set (JPEG copy), "
+           "regenerated with `deepsloth zoo sweep NAME --json`. The paper's column is its VGG16-BN IC-only SDN "
+           "(docs/method.md §8.2).", ""]
+    sweeps = [json.loads(f.read_text()) for f in files]
+    header = "| q | " + " | ".join(f"{s['model']['name']} (final {s['final_accuracy'] * 100:.2f}%)" for s in sweeps) + \
+        " | paper VGG16-BN (final 92.45%) |"
+    out += [header, "|" + "---|" * (len(sweeps) + 2)]
+    for i, row in enumerate(sweeps[0]["rows"]):
+        q = row["q"]
+        cells = [f"{s['rows'][i]['accuracy'] * 100:.2f} / {s['rows'][i]['cost']:.4f}" for s in sweeps]
+        p = PAPER_VGG16BN_SWEEP.get(round(q, 2))
+        out.append(f"| {q:.2f} | " + " | ".join(cells) + f" | {p[0]:.2f} / {p[1]:.4f} |")
+    out.append("")
+    out += [f"- {s['model']['name']}: thresholds " + ", ".join(f"RAD {k}%: q = {v:.2f}" for k, v in s["thresholds"].items())
+            for s in sweeps]
+    out.append("")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--collect", type=Path, default=None, help="copy comparison files from this grid run folder first")
+    ap.add_argument("--sweep", nargs="*", default=[], help="compute and save clean sweeps of these models first")
+    args = ap.parse_args()
+    if args.collect:
+        print(f"collected {collect(args.collect)} new or changed comparison files")
+    for m in args.sweep:
+        print(f"saved {save_sweep(m)}")
+    lines = ["# Results", "",
+             "Every table and figure here is regenerated from the saved result files under `docs/results/` by "
+             "`python scripts/results_page.py` (nothing is recomputed). The runs behind them: "
+             "`bash scripts/train_queue.sh` (attack grid with `deepsloth grid`, zoo training), CPU only, "
+             "CIFAR-10 JPEG copy (docs/method.md §1.3).", ""]
+    grid = RESULTS / "grid"
+    if grid.is_dir() and load_results(grid):
+        written = write_report(grid, grid, formats=("md", "tex", "csv"))
+        models = group_by_model(load_results(grid))
+        lines += ["## Attack grid", "",
+                  "First 1,000 CIFAR-10 test images, default hyper-parameters of docs/method.md §5, seed 0, thresholds "
+                  "calibrated on the same clean images. Columns: final-exit accuracy; per RAD budget the early-exit "
+                  "accuracy, efficacy, efficacy reduction vs. clean and expected IoT latency amplification "
+                  "(docs/method.md §6). CSV: [grid/tables.csv](results/grid/tables.csv); LaTeX: "
+                  "[grid/tables.tex](results/grid/tables.tex).", "",
+                  (grid / "tables.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
+                  "### The paper's headline shape", ""] + headline(models) + [""]
+        missing = {name: [c for c in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample",
+                                      "uap-linf-universal") + tuple(f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1")
+                                                                    for s in ("sample", "universal", "class"))
+                           if c not in {r["cell"] for r in cells.values()}] for name, cells in models.items()}
+        if any(missing.values()):
+            lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
+                f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
+    lines += sweeps_section()
+    (ROOT / "docs" / "results.md").write_text("\n".join(lines))
+    print(f"wrote {ROOT / 'docs' / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
