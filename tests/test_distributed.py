@@ -106,8 +106,9 @@ def test_sharded_crafting_and_grid_equal_one_process(env, tmp_path):
     g1, g2 = files(tmp_path / "g1"), files(tmp_path / "g2")
     assert g1.keys() == g2.keys() and len(g1) == 2
     assert all(g1[k].read_bytes() == g2[k].read_bytes() for k in g1)
-    j1 = sorted(p.name for p in (tmp_path / "g1" / "sdn").glob("*.json"))
-    assert j1 == sorted(p.name for p in (tmp_path / "g2" / "sdn").glob("*.json")) and len(j1) == 3
+    j1 = sorted(p.relative_to(tmp_path / "g1").as_posix() for p in (tmp_path / "g1").glob("*/*.json"))
+    j2 = sorted(p.relative_to(tmp_path / "g2").as_posix() for p in (tmp_path / "g2").glob("*/*.json"))
+    assert j1 == j2 and len(j1) == 3
 
 
 def test_sharded_evaluation_gives_identical_numbers(env, capsys):
