@@ -127,6 +127,20 @@ def main() -> None:
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
     lines += sweeps_section()
+    rep = RESULTS / "represent" / "represent.json"
+    if rep.is_file():
+        r = json.loads(rep.read_text())
+        ex = r["exits"]
+        lines += ["## Internal representations", "",
+                  f"`deepsloth represent --model {r['model']['name']} --class {r['class']} --n {r['data']['n']}` "
+                  f"({r['class_name']}): median max-softmax at exits 1 / {len(ex) // 2} / {len(ex)}: "
+                  + "; ".join(f"{s} " + " / ".join(f"{ex[i][s]['max_softmax']['median']:.2f}"
+                                                   for i in (0, len(ex) // 2 - 1, len(ex) - 1))
+                              for s in ("clean", "PGD", "DeepSloth"))
+                  + ". DeepSloth inputs stay near uniform at every exit; PGD inputs become confident (in a wrong "
+                  "class) in the later exits.", "",
+                  "![summary](results/represent/summary.png)", "", "![images](results/represent/images.png)", "",
+                  "![exit 20](results/represent/exit-20.png)", ""]
     (ROOT / "docs" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'docs' / 'results.md'}")
 

@@ -6,8 +6,13 @@
 # then collect finished results into the page with: python scripts/results_page.py --collect runs/grid
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/deepsloth ]; then   # a fresh machine: the project's environment first
+  python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 && .venv/bin/pip install -q -e ".[test,interop]"
+fi
 . .venv/bin/activate
 mkdir -p runs
+deepsloth data info 2>/dev/null | grep -q "^cifar10 " || \
+  deepsloth data import cifar10 ../shared/data/cifar10-jpeg-train.zip ../shared/data/cifar10-jpeg-test.zip
 export DEEPSLOTH_PROGRESS_INTERVAL=120
 run() { echo "== $(date -u +%F' '%H:%M:%S) $*"; nice -n 19 "$@" || echo "!! failed ($?): $*"; }
 R=resnet56_sdn_cifar10

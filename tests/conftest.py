@@ -67,3 +67,33 @@ def tinyimagenet_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tinyimagenet-cache")
     import_tinyimagenet(TINY_ZIP, root)
     return root
+
+
+def synthetic_sdn(base: Path, n_train: int, n_test: int, *, model_dir: Path = None, store_cost: bool = False,
+                  seed: int = 0):
+    """An untrained ResNet-56 SDN saved to `model_dir` (default base/"model") and a synthetic CIFAR-10
+    cache under base/"data" whose labels are that model's own final-exit predictions, so its final
+    exit is 100% accurate and thresholds always qualify. Returns (data_root, model_dir, model)."""
+    import torch
+    from deepsloth.data import CIFAR10_CLASSES
+    from deepsloth.data.cache import write_dataset
+    from deepsloth.models import create_model
+    from deepsloth.models.io import save_model_dir
+
+    g = torch.Generator().manual_seed(seed)
+    model = create_model("resnet56", "cifar10", sdn=True, seed=seed).eval()
+    meta = {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn", "num_classes": 10, "input_size": 32}
+    if store_cost:   # stored in model.json: not measured again by every command
+        from deepsloth.exits.cost import measure_exit_costs
+        meta["cost"] = measure_exit_costs(model, (3, 32, 32)).to_dict()
+    model_dir = Path(model_dir or base / "model")
+    save_model_dir(model_dir, model, meta)
+
+    def split(n):
+        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        with torch.no_grad():
+            return x, model(x.float() / 255)[-1].argmax(1)
+
+    root = base / "data"
+    write_dataset("cifar10", root, {"train": split(n_train), "test": split(n_test)}, CIFAR10_CLASSES, "synthetic")
+    return root, model_dir, model

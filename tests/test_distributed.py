@@ -9,14 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
+from conftest import synthetic_sdn
 
 from deepsloth.cli.main import main
-from deepsloth.data import CIFAR10_CLASSES
-from deepsloth.data.cache import write_dataset
 from deepsloth.models import create_model
 from deepsloth.models.io import load_model_dir, save_model_dir
 
@@ -34,17 +31,7 @@ def torchrun(*args, env=None, timeout=180):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("dist")
-    model = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
-    g = torch.Generator().manual_seed(0)
-
-    def split(n):
-        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        with torch.no_grad():
-            return x, model(x.float() / 255)[-1].argmax(1)
-
-    write_dataset("cifar10", base / "data", {"train": split(32), "test": split(10)}, CIFAR10_CLASSES, "synthetic")
-    save_model_dir(base / "sdn", model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn", "num_classes": 10,
-                                         "input_size": 32})
+    synthetic_sdn(base, 32, 10, model_dir=base / "sdn")
     save_model_dir(base / "cnn", create_model("resnet56", "cifar10", sdn=False, seed=0),
                    {"arch": "resnet56", "dataset": "cifar10", "mode": "cnn", "num_classes": 10, "input_size": 32})
     return base

@@ -8,23 +8,18 @@ attack steps: seconds per test.
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_sdn
 
 from deepsloth.attacks.registry import AttackSpec, create_attack, list_attacks, parse_name, resolve_spec
 from deepsloth.cli.main import main
-from deepsloth.data import CIFAR10_CLASSES
-from deepsloth.data.cache import write_dataset
 from deepsloth.errors import DeepslothError
 from deepsloth.experiments.context import load_context
 from deepsloth.experiments.craft import craft, craft_key
 from deepsloth.experiments.grid import grid_specs, run_grid
 from deepsloth.experiments.report import group_by_model, load_results, render_csv, render_markdown, table
-from deepsloth.models import create_model
-from deepsloth.models.io import save_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N_TEST = 10
@@ -33,20 +28,7 @@ N_TEST = 10
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("experiments")
-    g = torch.Generator().manual_seed(0)
-    model = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
-    model_dir = base / "model"
-    save_model_dir(model_dir, model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn",
-                                      "num_classes": 10, "input_size": 32})
-
-    def split(n):
-        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        with torch.no_grad():
-            y = model(x.float() / 255)[-1].argmax(1)
-        return x, y
-
-    root = base / "data"
-    write_dataset("cifar10", root, {"train": split(30), "test": split(N_TEST)}, CIFAR10_CLASSES, "synthetic")
+    root, model_dir, _ = synthetic_sdn(base, 30, N_TEST)
     return {"root": root, "model": model_dir, "base": base}
 
 

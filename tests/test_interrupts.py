@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_sdn
 
 import deepsloth
 from deepsloth.cli.main import main
-from deepsloth.data import CIFAR10_CLASSES
-from deepsloth.data.cache import write_dataset
 from deepsloth.io import load_tensors
 
 pytestmark = [pytest.mark.skipif(os.name == "nt", reason="POSIX signals"), pytest.mark.usefixtures("one_thread")]
@@ -34,25 +33,10 @@ TIMEOUT = 60.0
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """An untrained ResNet-56 SDN and synthetic data labelled with its own predictions."""
-    from deepsloth.exits.cost import measure_exit_costs
-    from deepsloth.models import create_model
-    from deepsloth.models.io import save_model_dir
 
     base = tmp_path_factory.mktemp("interrupts")
-    g = torch.Generator().manual_seed(0)
-    model = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
-    save_model_dir(base / "model", model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn",
-                                           "num_classes": 10, "input_size": 32,
-                                           "cost": measure_exit_costs(model, (3, 32, 32)).to_dict()})
-
-    def split(n):
-        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        with torch.no_grad():
-            y = model(x.float() / 255)[-1].argmax(1)
-        return x, y
-
-    write_dataset("cifar10", base / "data", {"train": split(32), "test": split(16)}, CIFAR10_CLASSES, "synthetic")
-    return {"model": base / "model", "root": base / "data", "base": base}
+    root, model_dir, _ = synthetic_sdn(base, 32, 16, store_cost=True)
+    return {"model": model_dir, "root": root, "base": base}
 
 
 class Child:

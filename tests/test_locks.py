@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_sdn
 
 from deepsloth.errors import DeepslothError
 from deepsloth.io import LockHeld, exclusive
@@ -167,29 +168,9 @@ N_TEST = 6
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from deepsloth.data import CIFAR10_CLASSES
-    from deepsloth.data.cache import write_dataset
-    from deepsloth.exits.cost import measure_exit_costs
-    from deepsloth.models import create_model
-    from deepsloth.models.io import save_model_dir
-
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("locks")
-    g = torch.Generator().manual_seed(0)
-    model = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
-    model_dir = base / "model"
-    save_model_dir(model_dir, model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn",
-                                      "num_classes": 10, "input_size": 32,
-                                      "cost": measure_exit_costs(model, (3, 32, 32)).to_dict()})
-
-    def split(n):
-        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        with torch.no_grad():
-            y = model(x.float() / 255)[-1].argmax(1)
-        return x, y
-
-    root = base / "data"
-    write_dataset("cifar10", root, {"train": split(8), "test": split(N_TEST)}, CIFAR10_CLASSES, "synthetic")
+    root, model_dir, _ = synthetic_sdn(base, 8, N_TEST, store_cost=True)
     return {"root": root, "model": model_dir}
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import synthetic_sdn
 
 from deepsloth.cli.main import main
 from deepsloth.data import CIFAR10_CLASSES, Dataset
@@ -56,17 +57,8 @@ def test_scenario2_subsets_share_exactly(c, shared):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("transfer")
-    victim = create_model("resnet56", "cifar10", sdn=True, seed=0).eval()
-    g = torch.Generator().manual_seed(0)
-
-    def split(n):
-        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        with torch.no_grad():
-            return x, victim(x.float() / 255)[-1].argmax(1)
-
-    write_dataset("cifar10", base / "data", {"train": split(20), "test": split(8)}, CIFAR10_CLASSES, "synthetic")
+    synthetic_sdn(base, 20, 8, model_dir=base / "victim")
     meta = {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn", "num_classes": 10, "input_size": 32}
-    save_model_dir(base / "victim", victim, meta)
     save_model_dir(base / "surrogate", create_model("resnet56", "cifar10", sdn=True, seed=1), meta)
     return base
 
