@@ -22,9 +22,9 @@ import torch
 from ..attacks.registry import AttackSpec
 from ..distributed import Dist
 from ..exits.forward import ExitOutputs, collect_exit_outputs
-from ..io import load_tensors, save_tensors
+from ..io import save_tensors
 from .context import Context
-from .craft import DEFAULT_BATCH, Crafted, craft, craft_key, result_stem
+from .craft import DEFAULT_BATCH, Crafted, _batch_file, _read_batch, craft, craft_key, result_stem
 
 
 def craft_sharded(ctx: Context, spec: AttackSpec, dist: Dist, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
@@ -56,9 +56,8 @@ def craft_sharded(ctx: Context, spec: AttackSpec, dist: Dist, *, seed: int = 0, 
     mine: Dict[int, torch.Tensor] = {}
     if partial.is_dir():   # empty when the result was already complete
         for s in starts:
-            f = partial / f"batch-{s:09d}.safetensors"
-            if f.is_file():
-                mine[s] = load_tensors(f)["images"]
+            if _batch_file(partial, s).is_file():
+                mine[s] = _read_batch(_batch_file(partial, s))   # (images, crafting seconds)
     gathered = dist.gather(mine)
     if not dist.is_main:
         dist.barrier()
@@ -66,10 +65,9 @@ def craft_sharded(ctx: Context, spec: AttackSpec, dist: Dist, *, seed: int = 0, 
     if not final.is_file():
         partial.mkdir(parents=True, exist_ok=True)
         for part in gathered:
-            for s, images in part.items():
-                f = partial / f"batch-{s:09d}.safetensors"
-                if not f.is_file():
-                    save_tensors(f, {"images": images}, metadata={"seconds": "0"})
+            for s, (images, seconds) in part.items():
+                if not _batch_file(partial, s).is_file():
+                    save_tensors(_batch_file(partial, s), {"images": images}, metadata={"seconds": f"{seconds:.6f}"})
     crafted = craft(ctx, spec, seed=seed, batch_size=batch_size, out_dir=out, log=log)
     dist.barrier()
     return crafted

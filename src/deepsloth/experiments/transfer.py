@@ -71,10 +71,8 @@ def run_transfer(victim: Context, surrogate: str, cells: Sequence[str], out_dir:
         white, _, _ = run_cell(victim, spec, out, seed=seed, batch_size=batch_size, log=log)
         crafted = craft(sur, spec, seed=seed, batch_size=batch_size, out_dir=out / "transfer" / sur.name / "adversarial",
                         log=log)
-        if crafted.kind == "class-universal":
-            from ..attacks.base import apply_universal
-            crafted.inputs = apply_universal(victim.clean, crafted.tensors["deltas"], victim.labels)
-        crafted.labels = victim.labels
+        # the surrogate's context holds the victim's inputs and labels, so `crafted` already
+        # holds the victim's adversarial inputs (universal and class-universal deltas applied to them)
         rec = compare(victim, crafted, label=f"{spec.label} from {sur.name}")
         rec["cell"] = f"transfer:{sur.name}:{spec.cell}"
         rec["transfer"] = {"victim": victim.model_record(), "surrogate": sur.model_record(),
