@@ -52,6 +52,9 @@ def test_scenario2_subsets_share_exactly(c, shared):
     assert len(v) == len(set(v)) == c and len(s) == len(set(s)) == c
     assert len(set(v) & set(s)) == shared
     assert (v, s) == scenario2_subsets(10, c, shared, seed=0)
+    # the victim depends on c only: every surrogate of one c attacks the same victim
+    others = [scenario2_subsets(10, c, k, seed=0)[0] for k in (0, 2, 4) if 2 * c - k <= 10]
+    assert all(o == v for o in others)
 
 
 @pytest.fixture(scope="module")

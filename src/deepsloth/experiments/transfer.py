@@ -93,16 +93,18 @@ def run_transfer(victim: Context, surrogate: str, cells: Sequence[str], out_dir:
 def scenario2_subsets(num_classes: int, c: int, shared: int, seed: int = 0) -> Tuple[List[int], List[int]]:
     """Victim and surrogate class subsets of size c sharing exactly `shared` classes (scenario 2).
 
-    Rule (documented, seeded): shuffle the classes with `random.Random(seed * 1000 + c * 10 + shared)`;
-    the victim takes the first c; the surrogate takes the first `shared` of the victim's and the next
-    c - shared classes after the victim's. Needs 2c - shared <= number of classes."""
+    Rule (documented, seeded): shuffle the classes with `random.Random(seed * 1000 + c)`; the victim
+    takes the first c; the surrogate takes the first `shared` of the victim's and the next c - shared
+    classes after the victim's. The victim does not depend on `shared`, so for one c every surrogate
+    attacks the same victim and only the surrogate's knowledge varies. Needs 2c - shared <= number
+    of classes."""
     if not 0 <= shared <= c:
         raise DeepslothError(f"shared must be in 0..{c}, got {shared}")
     if 2 * c - shared > num_classes:
         raise DeepslothError(f"{c} classes sharing {shared} need {2 * c - shared} distinct classes, the dataset has "
                              f"{num_classes}")
     order = list(range(num_classes))
-    random.Random(seed * 1000 + c * 10 + shared).shuffle(order)
+    random.Random(seed * 1000 + c).shuffle(order)
     victim = order[:c]
     surrogate = victim[:shared] + order[c:c + (c - shared)]
     return victim, surrogate
@@ -160,11 +162,11 @@ def scenario2(arch: str, class_counts: Sequence[int], shared: Sequence[int], out
     rows = []
     for c, s in pairs:
         v_cls, s_cls = scenario2_subsets(k, c, s, seed)
-        base = Path(out_dir) / "scenario2" / f"{arch}-{recipe}-e{epochs}-ic{ic_epochs}-c{c}-shared{s}-s{seed}"
+        base = Path(out_dir) / "scenario2" / f"{arch}-{recipe}-e{epochs}-ic{ic_epochs}-c{c}-s{seed}"
         common = dict(arch=arch, dataset=dataset, recipe=recipe, epochs=epochs, ic_epochs=ic_epochs, seed=seed,
                       device=device, data_root=data_root, log=log)
-        v = train_sdn(base / "victim", classes=v_cls, **common)
-        sur = train_sdn(base / "surrogate", classes=s_cls, **common)
+        v = train_sdn(base / "victim", classes=v_cls, **common)   # one victim per c, reused across `shared`
+        sur = train_sdn(base / f"surrogate-shared{s}", classes=s_cls, **common)
         ctx = load_context(str(v), n=n, device=device, data_root=data_root)
         rows += run_transfer(ctx, str(sur), cells, base, seed=seed, log=log, extra={"scenario": {
             "name": "scenario2", "classes": c, "shared": s, "victim_classes": v_cls, "surrogate_classes": s_cls}})
