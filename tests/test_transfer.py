@@ -100,3 +100,35 @@ def test_a_class_subset_model_is_evaluated_on_its_classes(env, tmp_path):
     mapping = {7: 0, 2: 1, 5: 2}
     assert ctx.n == 6 and ctx.labels.tolist() == [mapping[y] for y in labels.tolist() if y in mapping]
     assert ctx.test.classes == ["horse", "bird", "dog"]
+
+
+def test_scenario2_trains_one_victim_per_c_and_records_both_trainings(tmp_path, monkeypatch):
+    """Scenario 2's bookkeeping, with training and transfer replaced by recorders."""
+    from deepsloth.experiments import transfer as tr
+    trained, transfers = [], []
+
+    def fake_train(out, *, classes, **kw):
+        trained.append((out, tuple(classes)))
+        for sub, acc, secs in (("cnn", 0.8, 100.0), ("sdn", 0.79, 20.5)):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            (out / sub / "model.json").write_text(json.dumps({
+                "accuracy": {"final": acc, "per_exit": [0.5, acc]}, "train_seconds": secs, "train_images": 2500,
+                "history": [{}] * (3 if sub == "cnn" else 1)}))
+        return out / "sdn"
+
+    monkeypatch.setattr(tr, "train_sdn", fake_train)
+    monkeypatch.setattr(tr, "load_context", lambda path, **kw: path)
+    monkeypatch.setattr(tr, "run_transfer", lambda ctx, sur, cells, out, **kw: transfers.append((ctx, sur, kw["extra"]))
+                        or [kw["extra"]])
+    rows = tr.scenario2("mobilenet", [5], [0, 2, 4], tmp_path, dataset="cifar10", cells=["deepsloth-linf-sample"],
+                        epochs=3, ic_epochs=1)
+    victims = {out for out, _ in trained if out.name == "victim"}
+    assert len(victims) == 1 and len({out for out, _ in trained}) == 4   # one victim (reused), three surrogates
+    assert {ctx for ctx, _, _ in transfers} == {str(next(iter(victims)) / "sdn")}
+    for (ctx, sur, extra), shared in zip(transfers, (0, 2, 4)):
+        sc = extra["scenario"]
+        assert sc["shared"] == shared and len(set(sc["victim_classes"]) & set(sc["surrogate_classes"])) == shared
+        assert sc["surrogate_training"] == {"cnn_final_accuracy": 0.8, "sdn_final_accuracy": 0.79,
+                                            "sdn_per_exit_accuracy": [0.5, 0.79], "train_images": 2500,
+                                            "cnn_epochs": 3, "ic_epochs": 1, "train_seconds": 120.5}
+    assert len(rows) == 3

@@ -132,6 +132,18 @@ def train_sdn(out: Path, *, arch: str, dataset: str, recipe: str, epochs: Option
     return out / "sdn"
 
 
+def training_summary(out: Path) -> Dict[str, Any]:
+    """Both stages of a `train_sdn` run: test accuracies, training images and seconds (CNN + IC-only)."""
+    from ..io import read_json
+    cnn, sdn = read_json(out / "cnn" / "model.json"), read_json(out / "sdn" / "model.json")
+    return {"cnn_final_accuracy": (cnn.get("accuracy") or {}).get("final"),
+            "sdn_final_accuracy": (sdn.get("accuracy") or {}).get("final"),
+            "sdn_per_exit_accuracy": (sdn.get("accuracy") or {}).get("per_exit"),
+            "train_images": cnn.get("train_images"), "cnn_epochs": len(cnn.get("history") or []),
+            "ic_epochs": len(sdn.get("history") or []),
+            "train_seconds": round((cnn.get("train_seconds") or 0) + (sdn.get("train_seconds") or 0), 1)}
+
+
 def scenario1(victim: Context, arch: str, fractions: Sequence[float], out_dir: Path | str, *, cells: Sequence[str],
               recipe: str = "fast", epochs: Optional[int] = None, ic_epochs: Optional[int] = None, seed: int = 0,
               subset_seed: int = 0, log: Callable[[str], None] = lambda s: None) -> List[Dict[str, Any]]:
@@ -143,7 +155,8 @@ def scenario1(victim: Context, arch: str, fractions: Sequence[float], out_dir: P
                         epochs=epochs, ic_epochs=ic_epochs, seed=seed, device=str(victim.device),
                         data_root=victim.data_root, log=log, data_fraction=f / 100, subset_seed=subset_seed)
         rows += run_transfer(victim, str(sdn), cells, out_dir, seed=seed, log=log,
-                             extra={"scenario": {"name": "scenario1", "fraction_percent": f}})
+                             extra={"scenario": {"name": "scenario1", "fraction_percent": f,
+                                                 "surrogate_training": training_summary(sdn.parent)}})
     return rows
 
 
@@ -169,9 +182,10 @@ def scenario2(arch: str, class_counts: Sequence[int], shared: Sequence[int], out
         sur = train_sdn(base / f"surrogate-shared{s}", classes=s_cls, **common)
         ctx = load_context(str(v), n=n, device=device, data_root=data_root)
         rows += run_transfer(ctx, str(sur), cells, base, seed=seed, log=log, extra={"scenario": {
-            "name": "scenario2", "classes": c, "shared": s, "victim_classes": v_cls, "surrogate_classes": s_cls}})
+            "name": "scenario2", "classes": c, "shared": s, "victim_classes": v_cls, "surrogate_classes": s_cls,
+            "victim_training": training_summary(v.parent), "surrogate_training": training_summary(sur.parent)}})
     return rows
 
 
 __all__ = ["run_transfer", "surrogate_context", "scenario2_subsets", "scenario1", "scenario2", "train_sdn",
-           "LABEL_FREE"]
+           "training_summary", "LABEL_FREE"]
