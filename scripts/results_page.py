@@ -2,10 +2,12 @@
 
     python scripts/results_page.py                      # tables, CSV, figure and page from docs/results/
     python scripts/results_page.py --collect runs/grid  # first copy new comparison files from a grid run
+    python scripts/results_page.py --collect-transfer runs/transfer   # and transfer records (`deepsloth transfer`)
     python scripts/results_page.py --sweep resnet56_sdn_cifar10 ...   # first save clean sweeps (computes)
 
 Saved inputs: docs/results/grid/<model>/<cell>-<key>.json (comparison records written by
-`deepsloth grid`; the crafted tensors stay in the run folder) and docs/results/sweeps/<model>.json
+`deepsloth grid`; the crafted tensors stay in the run folder), docs/results/transfer/**.json (transfer
+records written by `deepsloth transfer`, its scenarios included) and docs/results/sweeps/<model>.json
 (`deepsloth zoo sweep --json`).
 """
 from __future__ import annotations
@@ -21,15 +23,18 @@ RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
 from deepsloth.experiments.report import group_by_model, load_results, table, write_report  # noqa: E402
+from deepsloth.data import CIFAR10_CLASSES as CIFAR10  # noqa: E402
 from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
 
 
-def collect(run_dir: Path) -> int:
-    """Copy comparison records (not the crafted tensors) from a grid run folder."""
+def collect(run_dir: Path, into: str = "grid", only_transfer: bool = False) -> int:
+    """Copy comparison records (not the crafted tensors) from a run folder into docs/results/<into>."""
     n = 0
     for rec in load_results(run_dir):
+        if only_transfer and "transfer" not in rec:
+            continue
         src = Path(rec["_file"])
-        dest = RESULTS / "grid" / src.relative_to(run_dir)
+        dest = RESULTS / into / src.relative_to(run_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists() or dest.read_bytes() != src.read_bytes():
             shutil.copyfile(src, dest)
@@ -93,13 +98,94 @@ def sweeps_section() -> list:
     return out
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.1f}"
+
+
+def transfer_section() -> list:
+    """Black-box transfer tables (docs/method.md §10.2) from saved transfer records."""
+    folder = RESULTS / "transfer"
+    recs = [r for r in load_results(folder) if "transfer" in r] if folder.is_dir() else []
+    if not recs:
+        return []
+
+    def red(r, k):   # (transfer, white-box) efficacy reduction at RAD k%
+        return r["rad"][k]["efficacy_reduction"], r["transfer"]["white_box"][k]["efficacy_reduction"]
+
+    def cells(r):
+        t5, w5 = red(r, "5")
+        t15, w15 = red(r, "15")
+        return (f"{r['rad']['5']['clean']['efficacy']:.3f} | {r['rad']['5']['attacked']['efficacy']:.3f} | "
+                f"{_pct(t5)} | {_pct(w5)} | {_pct(t15)} | {_pct(w15)} | {_pct(r['attacked']['final_accuracy'])}")
+
+    head = ("| clean efficacy | efficacy under transfer | reduction (transfer) | reduction (white-box) | "
+            "reduction @15% (transfer) | @15% (white-box) | victim final acc. under attack |")
+    n = sorted({r["data"]["n"] for r in recs})
+    out = ["## Black-box transfer", "",
+           "Adversarial inputs crafted on a surrogate, evaluated on the victim with the victim's clean-calibrated "
+           "thresholds, next to the white-box reference (the same attack crafted on the victim). Efficacy and its "
+           f"reduction at RAD 5% unless marked; first {', '.join(map(str, n))} test images of the victim; seed 0. "
+           "Collected with `python scripts/results_page.py --collect-transfer runs/transfer`.", ""]
+    cross = [r for r in recs if "scenario" not in r]
+    if cross:
+        out += ["### Cross-architecture (the two shipped models)", "",
+                "| victim | surrogate | attack " + head, "|" + "---|" * 10]
+        for r in sorted(cross, key=lambda r: (r["transfer"]["victim"]["name"], r["cell"])):
+            t = r["transfer"]
+            out.append(f"| {t['victim']['name']} | {t['surrogate']['name']} | {r['attack']['attack']}-"
+                       f"{r['attack']['norm']}-{r['attack']['scope']} | {cells(r)} |")
+        out.append("")
+    s1 = [r for r in recs if (r.get("scenario") or {}).get("name") == "scenario1"]
+    if s1:
+        v = s1[0]["transfer"]["victim"]
+        out += ["### Scenario 1: surrogates trained on a share of the victim's training data", "",
+                f"Victim: {v['name']} (final accuracy {_pct(v.get('final_accuracy'))}%). Surrogates: "
+                f"{v['arch']} SDNs (CNN then IC-only, fast one-cycle CPU recipe; epochs in the table) on a "
+                "seeded per-class share of CIFAR-10's training split; accuracy on the full test set; training time "
+                "on 2 CPU cores shared with other work.", "",
+                "| data | attack | surrogate final acc. | train images | epochs (CNN+IC) | train min " + head,
+                "|" + "---|" * 12]
+        for r in sorted(s1, key=lambda r: (r["cell"].split(":")[-1], r["scenario"]["fraction_percent"])):
+            st = r["scenario"].get("surrogate_training") or {}
+            out.append(f"| {r['scenario']['fraction_percent']:g}% | {r['attack']['scope']} | "
+                       f"{_pct(st.get('sdn_final_accuracy'))} | {st.get('train_images', '-')} | "
+                       f"{st.get('cnn_epochs', '-')}+{st.get('ic_epochs', '-')} | "
+                       f"{(st.get('train_seconds') or 0) / 60:.0f} | {cells(r)} |")
+        out.append("")
+    names_of = lambda ids: ", ".join(CIFAR10[i] for i in ids)   # noqa: E731
+    s2 = [r for r in recs if (r.get("scenario") or {}).get("name") == "scenario2"]
+    if s2:
+        out += ["### Scenario 2: surrogates trained on other classes", "",
+                f"Victim and surrogates: {s2[0]['transfer']['victim']['arch']} SDNs on c CIFAR-10 classes (fast CPU recipe), the surrogate "
+                "sharing `shared` of the victim's classes (seeded rule of `experiments.transfer.scenario2_subsets`: "
+                "one victim per c). Accuracies on the models' own test classes; the attacks run on the victim's "
+                "test images.", "",
+                "| c | shared | victim classes | surrogate classes | victim acc. | surrogate acc. | attack " + head,
+                "|" + "---|" * 14]
+        for r in sorted(s2, key=lambda r: (r["scenario"]["classes"], r["cell"].split(":")[-1],
+                                           r["scenario"]["shared"])):
+            sc = r["scenario"]
+            out.append(f"| {sc['classes']} | {sc['shared']} | {names_of(sc['victim_classes'])} | "
+                       f"{names_of(sc['surrogate_classes'])} | "
+                       f"{_pct((sc.get('victim_training') or {}).get('sdn_final_accuracy'))} | "
+                       f"{_pct((sc.get('surrogate_training') or {}).get('sdn_final_accuracy'))} | "
+                       f"{r['attack']['scope']} | {cells(r)} |")
+        out.append("")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--collect", type=Path, default=None, help="copy comparison files from this grid run folder first")
+    ap.add_argument("--collect-transfer", type=Path, default=None,
+                    help="copy transfer records from this `deepsloth transfer --out` folder first")
     ap.add_argument("--sweep", nargs="*", default=[], help="compute and save clean sweeps of these models first")
     args = ap.parse_args()
     if args.collect:
         print(f"collected {collect(args.collect)} new or changed comparison files")
+    if args.collect_transfer:
+        print(f"collected {collect(args.collect_transfer, 'transfer', only_transfer=True)} new or changed transfer "
+              "records")
     for m in args.sweep:
         print(f"saved {save_sweep(m)}")
     lines = ["# Results", "",
@@ -126,6 +212,7 @@ def main() -> None:
         if any(missing.values()):
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
+    lines += transfer_section()
     lines += sweeps_section()
     rep = RESULTS / "represent" / "represent.json"
     if rep.is_file():
