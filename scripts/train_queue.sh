@@ -24,9 +24,9 @@ GRID="deepsloth grid --n 1000 --out runs/grid --device cpu --model"
 run deepsloth transfer --surrogate $M --victim $R --n 500 --out runs/transfer --device cpu
 run deepsloth transfer --surrogate $R --victim $M --n 500 --out runs/transfer --device cpu
 # 2. transfer scenarios against MobileNet SDNs (issue 17), short CPU recipe
-run deepsloth transfer scenario2 --arch mobilenet --classes 5 --shared 0 2 4 --epochs 6 --ic-epochs 2 \
+run deepsloth transfer scenario2 --arch mobilenet --classes 5 --shared 0 2 4 --epochs 5 --ic-epochs 1 \
     --n 500 --out runs/transfer --device cpu
-run deepsloth transfer scenario1 --victim $M --arch mobilenet --fractions 10 25 50 100 --epochs 6 --ic-epochs 2 \
+run deepsloth transfer scenario1 --victim $M --arch mobilenet --fractions 10 25 50 100 --epochs 5 --ic-epochs 1 \
     --n 500 --out runs/transfer --device cpu
 # 3. the cheap cells of the attack grid on both shipped models (issue 13); cells already saved in
 #    docs/results/grid are seeded into runs/grid so they are skipped, not recomputed
