@@ -78,7 +78,8 @@ class Context:
                 "mode": m.get("mode"), "exits": self.num_exits, "num_classes": m.get("num_classes"),
                 "input_size": m.get("input_size"), "weights_sha256": self.weights_sha256,
                 "final_accuracy": (m.get("accuracy") or {}).get("final"), "train_seconds": m.get("train_seconds"),
-                "data_selection": m.get("data_selection")}
+                "data_selection": m.get("data_selection"), "adversarial": m.get("adversarial"),
+                "parent_adversarial": (m.get("parent") or {}).get("adversarial")}
 
     def data_record(self) -> Dict[str, Any]:
         """The clean-input selection: what, how many, and a fingerprint of the bytes."""

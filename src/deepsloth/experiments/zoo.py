@@ -29,7 +29,7 @@ def parent_record(path, meta: dict) -> dict:
     """What a model directory records about the model it was trained from (its lineage)."""
     return {"path": str(path), "recipe": meta.get("recipe"), "seed": meta.get("seed"),
             "accuracy": meta.get("accuracy"), "train_seconds": meta.get("train_seconds"),
-            "history": meta.get("history"), "parent": meta.get("parent"),
+            "history": meta.get("history"), "parent": meta.get("parent"), "adversarial": meta.get("adversarial"),
             **({"averaged_from": meta["averaged_from"]} if "averaged_from" in meta else {})}
 
 
