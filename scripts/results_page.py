@@ -3,6 +3,7 @@
     python scripts/results_page.py                      # tables, CSV, figure and page from docs/results/
     python scripts/results_page.py --collect runs/grid  # first copy new comparison files from a grid run
     python scripts/results_page.py --collect-transfer runs/transfer   # and transfer records (`deepsloth transfer`)
+    python scripts/results_page.py --collect-defence runs/defence     # and the defence study's grid cells
     python scripts/results_page.py --sweep resnet56_sdn_cifar10 ...   # first save clean sweeps (computes)
 
 Saved inputs: docs/results/grid/<model>/<cell>-<key>.json (comparison records written by
@@ -174,11 +175,57 @@ def transfer_section() -> list:
     return out
 
 
+def _adv_label(rec: dict) -> str:
+    """How a model was adversarially trained, from its comparison record's model block."""
+    m = rec["model"]
+    def one(a):
+        if not a:
+            return "none"
+        steps = a["specs"][0]["params"].get("steps") if a.get("specs") else a.get("steps")
+        return f"{a['attack']}{' (fast, 1 step)' if a.get('fast') else f' ({steps} steps)' if steps else ''}"
+    return f"backbone AT: {one(m.get('parent_adversarial'))}; IC term: {one(m.get('adversarial'))}"
+
+
+def defence_section() -> list:
+    """Adversarial training against slowdown (docs/method.md §10.3): one row per model."""
+    folder = RESULTS / "defence"
+    if not folder.is_dir() or not load_results(folder):
+        return []
+    models = group_by_model(load_results(folder))
+    out = ["## Adversarial training against slowdown", "",
+           "Per model: clean final-exit accuracy and efficacy, efficacy under per-sample and universal DeepSloth "
+           "(l_inf, eps 8/255) with its reduction, and final-exit accuracy under PGD (l_inf, eps 8/255), at RAD 5% "
+           "(thresholds calibrated on each model's own clean images). Collected with "
+           "`python scripts/results_page.py --collect-defence runs/defence`; the runs are step 5 of "
+           "`scripts/train_queue.sh`. Full tables: [defence/tables.md](results/defence/tables.md).", "",
+           "| model | training | clean final acc. | clean efficacy | DeepSloth efficacy (per-sample) | reduction | "
+           "DeepSloth efficacy (universal) | reduction | final acc. under PGD |", "|" + "---|" * 9]
+    for name, cells in sorted(models.items()):
+        by = {rec["cell"]: rec for rec in cells.values()}
+        any_rec = next(iter(by.values()))
+        clean = by.get("clean")
+        def eff(cell):
+            r = by.get(cell)
+            return ("-", "-") if r is None else (f"{r['rad']['5']['attacked']['efficacy']:.3f}",
+                                                 _pct(r["rad"]["5"]["efficacy_reduction"]))
+        ds, du = eff("deepsloth-linf-sample"), eff("deepsloth-linf-universal")
+        pgd = by.get("pgd-linf-sample")
+        clean_eff = next((r["rad"]["5"]["clean"]["efficacy"] for r in by.values() if r.get("rad")), None)
+        out.append(f"| {name} | {_adv_label(any_rec)} | "
+                   f"{_pct(clean['clean']['final_accuracy'] if clean else any_rec['clean']['final_accuracy'])} | "
+                   f"{'-' if clean_eff is None else f'{clean_eff:.3f}'} | {ds[0]} | {ds[1]} | {du[0]} | {du[1]} | "
+                   f"{_pct(pgd['attacked']['final_accuracy']) if pgd else '-'} |")
+    write_report(folder, folder, formats=("md", "csv"))
+    return out + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--collect", type=Path, default=None, help="copy comparison files from this grid run folder first")
     ap.add_argument("--collect-transfer", type=Path, default=None,
                     help="copy transfer records from this `deepsloth transfer --out` folder first")
+    ap.add_argument("--collect-defence", type=Path, default=None,
+                    help="copy comparison files from the defence study's grid folder first")
     ap.add_argument("--sweep", nargs="*", default=[], help="compute and save clean sweeps of these models first")
     args = ap.parse_args()
     if args.collect:
@@ -186,6 +233,8 @@ def main() -> None:
     if args.collect_transfer:
         print(f"collected {collect(args.collect_transfer, 'transfer', only_transfer=True)} new or changed transfer "
               "records")
+    if args.collect_defence:
+        print(f"collected {collect(args.collect_defence, 'defence')} new or changed defence comparison files")
     for m in args.sweep:
         print(f"saved {save_sweep(m)}")
     lines = ["# Results", "",
@@ -213,6 +262,7 @@ def main() -> None:
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
     lines += transfer_section()
+    lines += defence_section()
     lines += sweeps_section()
     rep = RESULTS / "represent" / "represent.json"
     if rep.is_file():
