@@ -135,3 +135,22 @@ def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, mon
     assert avg["recipe"]["bn_images"] == 64 and avg["accuracy"]["n"] == 100
     assert meta["parent"]["averaged_from"][0]["path"] == str(out / "cnn")
     assert meta["mode"] == "ic-only" and meta["exits"] == 28 and meta["zoo_name"] == "resnet56_sdn_cifar10"
+
+
+def test_zoo_train_on_another_dataset(tinyimagenet_root, tmp_path, monkeypatch):
+    """`zoo train ARCH --dataset tinyimagenet`: one CNN stage then IC-only, on 64x64 inputs and 200 classes."""
+    import deepsloth.experiments.zoo as zoo
+    from deepsloth.data import load_dataset
+
+    monkeypatch.setattr(zoo, "load_dataset",
+                        lambda name, split, root=None: load_dataset(name, split, root).subset(200 if split == "train" else 40))
+    out = tmp_path / "tiny"
+    assert main(["zoo", "train", "mobilenet", "--dataset", "tinyimagenet", "--recipe", "fast", "--epochs", "1",
+                 "--ic-epochs", "1", "--out", str(out), "--data-root", str(tinyimagenet_root), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cnn", "sdn"]         # one CNN stage, no averaging
+    _, cnn = load_model_dir(out / "cnn")
+    sdn, meta = load_model_dir(out / "sdn")
+    assert (cnn["dataset"], cnn["num_classes"], cnn["input_size"]) == ("tinyimagenet", 200, 64)
+    assert cnn["recipe"]["name"] == "fast-cnn" and len(cnn["history"]) == 1 and len(meta["history"]) == 1
+    assert meta["zoo_name"] == "mobilenet_sdn_tinyimagenet" and meta["mode"] == "ic-only"
+    assert sdn(torch.zeros(1, 3, 64, 64))[-1].shape == (1, 200)

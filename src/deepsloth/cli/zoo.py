@@ -28,12 +28,12 @@ def run_list(args) -> int:
 
 
 def run_train(args) -> int:
-    from ..experiments.zoo import find_recipe, train_zoo_model
+    from ..experiments.zoo import train_zoo_model, zoo_target
 
-    name = find_recipe(args.name)
+    name = zoo_target(args.name, args.dataset)
     writable_dir(args.out or f"runs/{name}")   # before any work
     train_zoo_model(args.name, out=args.out, recipe=args.recipe, device=args.device, data_root=args.data_root,
-                    install_it=args.install)
+                    install_it=args.install, dataset=args.dataset, epochs=args.epochs, ic_epochs=args.ic_epochs)
     return 0
 
 
@@ -69,6 +69,11 @@ def register(sub) -> None:
     pt.add_argument("name", type=nonempty, help="zoo model name or architecture (resnet56, mobilenet, vgg16bn)")
     pt.add_argument("--recipe", choices=["paper", "fast"], default=None,
                     help="override the zoo recipe (default: the recipe the shipped model was made with)")
+    pt.add_argument("--dataset", choices=["cifar10", "tinyimagenet"], default=None,
+                    help="train the architecture on this dataset instead (as <arch>_sdn_<dataset>; the paper's "
+                         "schedule unless --recipe fast)")
+    pt.add_argument("--epochs", type=positive_int, default=None, help="one CNN stage of this many epochs")
+    pt.add_argument("--ic-epochs", type=positive_int, default=None, help="IC-only epochs")
     pt.add_argument("--out", default=None, type=nonempty, help="work directory (default: runs/<name>); resumable")
     pt.add_argument("--install", action="store_true", help="copy the result into the package zoo")
     add_device(pt)

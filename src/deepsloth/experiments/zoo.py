@@ -94,12 +94,29 @@ def summaries() -> List[dict]:
     return [summary(n, m) for n, m in zoo_entries().items()]
 
 
+def zoo_target(name: str, dataset: Optional[str] = None) -> str:
+    """The zoo name a `train_zoo_model(name, dataset=...)` run produces (`<arch>_sdn_<dataset>`)."""
+    base = find_recipe(name)
+    return base if dataset in (None, ZOO_RECIPES[base]["dataset"]) else f"{ZOO_RECIPES[base]['arch']}_sdn_{dataset}"
+
+
 def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Optional[str] = None,
                     device: str = "auto", data_root: Optional[str] = None, install_it: bool = False,
+                    dataset: Optional[str] = None, epochs: Optional[int] = None, ic_epochs: Optional[int] = None,
                     log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) every stage of a zoo recipe; returns the SDN directory."""
-    name = find_recipe(name)
-    spec = ZOO_RECIPES[name]
+    """Run (or resume) every stage of a zoo recipe; returns the SDN directory.
+
+    `dataset` other than the recipe's trains the same architecture on that dataset (for example
+    the paper's Tiny ImageNet models: `dataset="tinyimagenet"`), by default with the paper's
+    schedule (`recipe="paper"`, docs/method.md §3); `epochs` / `ic_epochs` replace the CNN
+    stages by one stage of that many epochs and set the IC-only epochs."""
+    base_name = find_recipe(name)
+    spec = dict(ZOO_RECIPES[base_name])
+    name = zoo_target(base_name, dataset)
+    if name != base_name:   # another dataset: one CNN stage, no averaging, the paper's schedule unless told
+        spec.update(dataset=dataset, cnn=[{"recipe": recipe or "paper"}], **{"ic-only": {"recipe": recipe or "paper"}},
+                    average=None)
+        recipe = recipe or "paper"
     device = resolve_device(device)
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
     out = Path(out or f"runs/{name}")
@@ -115,6 +132,10 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     if recipe:
         cnn_stages = [{"recipe": recipe}]
         ic_stage = {"recipe": recipe}
+    if epochs is not None:
+        cnn_stages = [{"recipe": cnn_stages[0]["recipe"], "epochs": epochs, "lr": cnn_stages[0].get("lr")}]
+    if ic_epochs is not None:
+        ic_stage["epochs"] = ic_epochs
     prev_dir = None
     for i, stage in enumerate(cnn_stages):
         stage_dir = out / ("cnn" if i == 0 else f"cnn{i + 1}")
@@ -128,7 +149,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
                         out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True)
         prev_dir = stage_dir
-    avg = spec.get("average") if not recipe else None
+    avg = spec.get("average") if not recipe and epochs is None else None
     if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
         avg_dir = out / "cnn-avg"
         if not (avg_dir / "model.json").exists():
