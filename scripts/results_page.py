@@ -186,6 +186,35 @@ def _adv_label(rec: dict) -> str:
     return f"backbone AT: {one(m.get('parent_adversarial'))}; IC term: {one(m.get('adversarial'))}"
 
 
+def tiny_section() -> list:
+    """Tiny ImageNet subset models (64x64, 200 classes): accuracy, training time and their grid cells."""
+    folder = RESULTS / "tiny"
+    if not folder.is_dir() or not load_results(folder):
+        return []
+    models = group_by_model(load_results(folder))
+    out = ["## Tiny ImageNet (shared subset: 100 training images per class)", "",
+           "Short CPU recipe (`deepsloth zoo train ARCH --dataset tinyimagenet --recipe fast --epochs 4 "
+           "--ic-epochs 1`); with 100 images per class the accuracy is low, as expected. Collected with "
+           "`python scripts/results_page.py --collect-tiny runs/tiny-grid`.", "",
+           "| model | final acc. (10,000 val images) | training (CPU min, CNN + ICs) | clean efficacy | per-sample DeepSloth "
+           "efficacy | reduction | universal DeepSloth reduction | final acc. under PGD |", "|" + "---|" * 8]
+    for name, cells in sorted(models.items()):
+        by = {rec["cell"]: rec for rec in cells.values()}
+        m = next(iter(by.values()))["model"]
+        ds, du, pgd = by.get("deepsloth-linf-sample"), by.get("deepsloth-linf-universal"), by.get("pgd-linf-sample")
+        clean_eff = next((r["rad"]["5"]["clean"]["efficacy"] for r in by.values() if r.get("rad")), None)
+        secs = (m.get("train_seconds") or 0) + (m.get("parent_train_seconds") or 0)
+        out.append(" | ".join([
+            f"| {name}", _pct(m.get("final_accuracy")), f"{secs / 60:.0f}",
+            "-" if clean_eff is None else f"{clean_eff:.3f}",
+            f"{ds['rad']['5']['attacked']['efficacy']:.3f}" if ds else "-",
+            _pct(ds["rad"]["5"]["efficacy_reduction"]) if ds else "-",
+            _pct(du["rad"]["5"]["efficacy_reduction"]) if du else "-",
+            _pct(pgd["attacked"]["final_accuracy"]) if pgd else "-"]) + " |")
+    write_report(folder, folder, formats=("md", "csv"))
+    return out + ["", "Full tables: [tiny/tables.md](results/tiny/tables.md).", ""]
+
+
 def defence_section() -> list:
     """Adversarial training against slowdown (docs/method.md §10.3): one row per model."""
     folder = RESULTS / "defence"
@@ -219,6 +248,35 @@ def defence_section() -> list:
     return out + [""]
 
 
+CHEAP = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
+         "deepsloth-linf-class", "deepsloth-l1-universal", "deepsloth-l2-universal")
+SHIPPED = ("resnet56_sdn_cifar10", "mobilenet_sdn_cifar10")
+
+
+def todo() -> list:
+    """The queue steps (scripts/train_queue.sh) whose results are not saved under docs/results/ yet."""
+    def cells(folder):
+        return {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
+    tr = [r for r in load_results(RESULTS / "transfer")] if (RESULTS / "transfer").is_dir() else []
+    scen = lambda name: {(r["scenario"].get("fraction_percent"), r["scenario"].get("shared"))   # noqa: E731
+                         for r in tr if (r.get("scenario") or {}).get("name") == name}
+    all_cells = set(CHEAP) | {"pgd-max-linf-sample", "uap-linf-universal"} | {
+        f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1") for s in ("sample", "universal", "class")}
+    steps = {
+        "transfer": len([r for r in tr if "scenario" not in r]) >= 4,
+        "scenario2": len(scen("scenario2")) >= 3,
+        "scenario1": len(scen("scenario1")) >= 4,
+        "grid-cheap": all(set(CHEAP) <= cells(RESULTS / "grid" / m) for m in SHIPPED),
+        "vgg": (ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").is_file(),
+        "tiny": bool(cells(RESULTS / "tiny")),
+        "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
+        else False,
+        "grid-expensive": all(all_cells <= cells(RESULTS / "grid" / m) for m in SHIPPED),
+        "vgg-grid": all_cells <= cells(RESULTS / "grid" / "vgg16bn_sdn_cifar10"),
+    }
+    return [k for k, done in steps.items() if not done]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--collect", type=Path, default=None, help="copy comparison files from this grid run folder first")
@@ -226,13 +284,21 @@ def main() -> None:
                     help="copy transfer records from this `deepsloth transfer --out` folder first")
     ap.add_argument("--collect-defence", type=Path, default=None,
                     help="copy comparison files from the defence study's grid folder first")
+    ap.add_argument("--collect-tiny", type=Path, default=None,
+                    help="copy comparison files from the Tiny ImageNet grid folder first")
+    ap.add_argument("--todo", action="store_true", help="only print the queue steps whose results are not saved yet")
     ap.add_argument("--sweep", nargs="*", default=[], help="compute and save clean sweeps of these models first")
     args = ap.parse_args()
+    if args.todo:
+        print("\n".join(todo()))
+        return
     if args.collect:
         print(f"collected {collect(args.collect)} new or changed comparison files")
     if args.collect_transfer:
         print(f"collected {collect(args.collect_transfer, 'transfer', only_transfer=True)} new or changed transfer "
               "records")
+    if args.collect_tiny:
+        print(f"collected {collect(args.collect_tiny, 'tiny')} new or changed Tiny ImageNet comparison files")
     if args.collect_defence:
         print(f"collected {collect(args.collect_defence, 'defence')} new or changed defence comparison files")
     for m in args.sweep:
@@ -263,6 +329,7 @@ def main() -> None:
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
     lines += transfer_section()
     lines += defence_section()
+    lines += tiny_section()
     lines += sweeps_section()
     rep = RESULTS / "represent" / "represent.json"
     if rep.is_file():

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The long CPU queue behind docs/results.md: every step resumes where it stopped (finished grid
-# cells are skipped, per-sample cells keep their finished batches, training resumes per epoch,
-# finished training stages are reused). Start or restart it from the repository root with:
+# The long CPU queue behind docs/results.md. Start or restart it from the repository root with:
 #   setsid nohup bash scripts/train_queue.sh >> runs/queue.log 2>&1 &
-# then collect finished results into the page with: python scripts/results_page.py --collect runs/grid
+# or run chosen steps:  bash scripts/train_queue.sh vgg defence
+#
+# Without arguments it runs, in order, every step whose results are not yet saved under
+# docs/results/ (`python scripts/results_page.py --todo` lists them). Each step is sized to finish
+# within one 3-hour session on 2 CPU cores, because runs/ does not outlive a session's machine;
+# at its end the step copies its small result files into docs/results/ (commit them). Inside a
+# step everything resumes: finished grid cells are skipped, per-sample cells keep their finished
+# batches, training resumes per epoch and finished training stages are reused.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/deepsloth ]; then   # a fresh machine: the project's environment first
@@ -15,45 +20,95 @@ deepsloth data info 2>/dev/null | grep -q "^cifar10 " || \
   deepsloth data import cifar10 ../shared/data/cifar10-jpeg-train.zip ../shared/data/cifar10-jpeg-test.zip
 export DEEPSLOTH_PROGRESS_INTERVAL=120
 run() { echo "== $(date -u +%F' '%H:%M:%S) $*"; nice -n 19 "$@" || echo "!! failed ($?): $*"; }
+page() { python scripts/results_page.py "$@"; }
 R=resnet56_sdn_cifar10
 M=mobilenet_sdn_cifar10
 GRID="deepsloth grid --n 1000 --out runs/grid --device cpu --model"
-# Ordered so that one 180-minute CPU session finishes whole studies: every result lands as a small JSON
-# that is copied into docs/results/ (the runs/ folder does not outlive a session's machine).
-# 1. cross-architecture transfer between the shipped models, both directions (issue 17)
-run deepsloth transfer --surrogate $M --victim $R --n 500 --out runs/transfer --device cpu
-run deepsloth transfer --surrogate $R --victim $M --n 500 --out runs/transfer --device cpu
-# 2. transfer scenarios against MobileNet SDNs (issue 17), short CPU recipe
-run deepsloth transfer scenario2 --arch mobilenet --classes 5 --shared 0 2 4 --epochs 5 --ic-epochs 1 \
-    --n 500 --out runs/transfer --device cpu
-run deepsloth transfer scenario1 --victim $M --arch mobilenet --fractions 10 25 50 100 --epochs 5 --ic-epochs 1 \
-    --n 500 --out runs/transfer --device cpu
-# 3. the cheap cells of the attack grid on both shipped models (issue 13); cells already saved in
-#    docs/results/grid are seeded into runs/grid so they are skipped, not recomputed
-mkdir -p runs/grid && cp -rn docs/results/grid/*/ runs/grid/ 2>/dev/null
-for m in $R $M; do
-  run $GRID $m --attacks clean pgd pgd-avg deepsloth-linf-sample deepsloth-linf-universal deepsloth-linf-class \
-      deepsloth-l1-universal deepsloth-l2-universal
+CHEAP="clean pgd pgd-avg deepsloth-linf-sample deepsloth-linf-universal deepsloth-linf-class deepsloth-l1-universal deepsloth-l2-universal"
+EXPENSIVE="uap deepsloth-l1-sample pgd-max deepsloth-l2-sample deepsloth-l1-class deepsloth-l2-class"
+seed_grid() {   # cells already saved in docs/results/grid are copied into runs/grid, so they are skipped
+  mkdir -p runs/grid && cp -rn docs/results/grid/*/ runs/grid/ 2>/dev/null; true
+}
+
+# issue 17: cross-architecture transfer between the shipped models, both directions (~25 min)
+step_transfer() {
+  run deepsloth transfer --surrogate $M --victim $R --n 500 --out runs/transfer --device cpu
+  run deepsloth transfer --surrogate $R --victim $M --n 500 --out runs/transfer --device cpu
+  page --collect-transfer runs/transfer
+}
+# issue 17: scenario 2, c = 5 classes sharing 0, 2 or 4 with the victim (MobileNet, short recipe; ~60 min)
+step_scenario2() {
+  run deepsloth transfer scenario2 --arch mobilenet --classes 5 --shared 0 2 4 --epochs 5 --ic-epochs 1 \
+      --n 500 --out runs/transfer --device cpu
+  page --collect-transfer runs/transfer
+}
+# issue 17: scenario 1, MobileNet surrogates on 10/25/50/100% of the data against the shipped one (~60 min)
+step_scenario1() {
+  run deepsloth transfer scenario1 --victim $M --arch mobilenet --fractions 10 25 50 100 --epochs 5 --ic-epochs 1 \
+      --n 500 --out runs/transfer --device cpu
+  page --collect-transfer runs/transfer
+}
+# issue 13: the cheap cells of the attack grid on both shipped models
+step_grid-cheap() {
+  seed_grid
+  for m in $R $M; do run $GRID $m --attacks $CHEAP; page --collect runs/grid; done
+}
+# issue 15: the VGG16-BN SDN (12 + 2 epochs, about 11 min per CNN epoch; the whole session), installed fp16
+step_vgg() {
+  run deepsloth zoo train vgg16bn --out runs/vgg16bn_sdn_cifar10 --device cpu --install
+}
+# issue 15: Tiny ImageNet subset models (short recipe) and the grid's main cells on one of them
+step_tiny() {
+  deepsloth data info 2>/dev/null | grep -q "^tinyimagenet " || \
+    deepsloth data import tinyimagenet ../shared/data/tiny-imagenet-200-subset.zip
+  for a in mobilenet resnet56; do
+    run deepsloth zoo train $a --dataset tinyimagenet --recipe fast --epochs 4 --ic-epochs 1 \
+        --out runs/tiny/$a --device cpu
+    run deepsloth grid --model runs/tiny/$a/sdn --n 500 --out runs/tiny-grid --device cpu \
+        --attacks clean pgd deepsloth-linf-sample deepsloth-linf-universal
+    page --collect-tiny runs/tiny-grid
+  done
+  run deepsloth audit --model runs/tiny/mobilenet/sdn --out runs/tiny-audit --device cpu
+}
+# issue 16: the defence study on MobileNet: a PGD-trained CNN warm-started from the shipped backbone
+# (fast single-step AT), then IC-only training on it, undefended and with each adversarial term
+# (3-step attacks of 3/255 from a random start, 30% of the training data per epoch), each attacked on 500
+# test images
+step_defence() {
+  run python scripts/export_backbone.py $M runs/at/mobilenet-cnn
+  run deepsloth train --arch mobilenet --mode cnn --from runs/at/mobilenet-cnn --recipe fast --epochs 4 --lr 0.05 \
+      --adv pgd --adv-fast --out runs/at/mobilenet-cnn-pgdat --resume --device cpu
+  for adv in none pgd pgd-avg deepsloth mixed pgd-max; do
+    extra=(); [ "$adv" != none ] && extra=(--adv "$adv" --adv-steps 3 --adv-step-size 3/255)
+    run deepsloth train --arch mobilenet --mode ic-only --from runs/at/mobilenet-cnn-pgdat --recipe fast --epochs 2 \
+        --data-fraction 0.3 "${extra[@]}" --out runs/at/mobilenet-ic-$adv --resume --device cpu
+    run deepsloth grid --n 500 --out runs/defence --device cpu --model runs/at/mobilenet-ic-$adv \
+        --attacks clean pgd deepsloth-linf-sample deepsloth-linf-universal
+    page --collect-defence runs/defence
+  done
+  run deepsloth grid --n 500 --out runs/defence --device cpu --model $M \
+      --attacks clean pgd deepsloth-linf-sample deepsloth-linf-universal
+  page --collect-defence runs/defence
+}
+# issue 13: the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class)
+step_grid-expensive() {
+  seed_grid
+  for m in $R $M; do
+    for cell in $EXPENSIVE; do run $GRID $m --attacks $cell; page --collect runs/grid; done
+  done
+}
+# issues 13 + 15: the whole grid on the VGG16-BN SDN
+step_vgg-grid() {
+  seed_grid
+  for cell in $CHEAP $EXPENSIVE; do run $GRID vgg16bn_sdn_cifar10 --attacks $cell; page --collect runs/grid; done
+}
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)
+for s in "${steps[@]}"; do
+  declare -F "step_$s" >/dev/null || { echo "unknown step $s"; exit 2; }
+  echo "== $(date -u +%F' '%H:%M:%S) step $s"
+  "step_$s"
 done
-run deepsloth represent --model $R --class 3 --n 100 --out runs/represent --device cpu
-# 4. the VGG16-BN SDN for the zoo (issue 15): about 6 CPU-hours, more than one session
-run deepsloth zoo train vgg16bn --out runs/vgg16bn_sdn_cifar10
-# 5. the defence study on MobileNet (issue 16): PGD-trained CNN warm-started from the shipped backbone
-#    (fast single-step AT on a CPU budget), then IC-only training undefended and with each adversarial term
-run python scripts/export_backbone.py $M runs/at/mobilenet-cnn
-run deepsloth train --arch mobilenet --mode cnn --from runs/at/mobilenet-cnn --recipe fast --epochs 6 --lr 0.05 \
-    --adv pgd --adv-fast --out runs/at/mobilenet-cnn-pgdat --resume --device cpu
-for adv in none pgd pgd-avg pgd-max deepsloth mixed; do
-  extra=(); [ "$adv" != none ] && extra=(--adv "$adv" --adv-steps 5)
-  run deepsloth train --arch mobilenet --mode ic-only --from runs/at/mobilenet-cnn-pgdat --recipe fast --epochs 3 \
-      "${extra[@]}" --out runs/at/mobilenet-ic-$adv --resume --device cpu
-  run deepsloth grid --n 500 --out runs/defence --device cpu --model runs/at/mobilenet-ic-$adv \
-      --attacks pgd deepsloth-linf-sample deepsloth-linf-universal
-done
-run deepsloth grid --n 500 --out runs/defence --device cpu --model $M --attacks pgd deepsloth-linf-sample deepsloth-linf-universal
-# 6. the expensive grid cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class)
-for m in $R $M; do
-  run $GRID $m --attacks uap deepsloth-l1-sample pgd-max deepsloth-l2-sample deepsloth-l1-class deepsloth-l2-class
-done
-run $GRID vgg16bn_sdn_cifar10 --attacks all
-echo "== $(date -u +%F' '%H:%M:%S) queue finished"
+page
+echo "== $(date -u +%F' '%H:%M:%S) queue finished: ${steps[*]}"

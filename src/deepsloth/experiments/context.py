@@ -79,7 +79,8 @@ class Context:
                 "input_size": m.get("input_size"), "weights_sha256": self.weights_sha256,
                 "final_accuracy": (m.get("accuracy") or {}).get("final"), "train_seconds": m.get("train_seconds"),
                 "data_selection": m.get("data_selection"), "adversarial": m.get("adversarial"),
-                "parent_adversarial": (m.get("parent") or {}).get("adversarial")}
+                "parent_adversarial": (m.get("parent") or {}).get("adversarial"),
+                "parent_train_seconds": (m.get("parent") or {}).get("train_seconds")}
 
     def data_record(self) -> Dict[str, Any]:
         """The clean-input selection: what, how many, and a fingerprint of the bytes."""
