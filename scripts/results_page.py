@@ -28,12 +28,10 @@ from deepsloth.data import CIFAR10_CLASSES as CIFAR10  # noqa: E402
 from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
 
 
-def collect(run_dir: Path, into: str = "grid", only_transfer: bool = False) -> int:
+def collect(run_dir: Path, into: str = "grid") -> int:
     """Copy comparison records (not the crafted tensors) from a run folder into docs/results/<into>."""
     n = 0
     for rec in load_results(run_dir):
-        if only_transfer and "transfer" not in rec:
-            continue
         src = Path(rec["_file"])
         dest = RESULTS / into / src.relative_to(run_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +125,10 @@ def transfer_section() -> list:
            "thresholds, next to the white-box reference (the same attack crafted on the victim). Efficacy and its "
            f"reduction at RAD 5% unless marked; first {', '.join(map(str, n))} test images of the victim; seed 0. "
            "Collected with `python scripts/results_page.py --collect-transfer runs/transfer`.", ""]
+    write_report(folder, folder, formats=("md", "csv"))
+    out += ["EEC curves of every victim (clean, white-box and transferred attacks; full tables in "
+            "[transfer/tables.md](results/transfer/tables.md)):", "",
+            "![transfer EEC curves](results/transfer/eec_grid.png)", ""]
     cross = [r for r in recs if "scenario" not in r]
     if cross:
         out += ["### Cross-architecture (the two shipped models)", "",
@@ -295,8 +297,8 @@ def main() -> None:
     if args.collect:
         print(f"collected {collect(args.collect)} new or changed comparison files")
     if args.collect_transfer:
-        print(f"collected {collect(args.collect_transfer, 'transfer', only_transfer=True)} new or changed transfer "
-              "records")
+        print(f"collected {collect(args.collect_transfer, 'transfer')} new or changed transfer records and "
+              "white-box cells")
     if args.collect_tiny:
         print(f"collected {collect(args.collect_tiny, 'tiny')} new or changed Tiny ImageNet comparison files")
     if args.collect_defence:

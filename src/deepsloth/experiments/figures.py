@@ -21,6 +21,7 @@ STYLE = {  # attack -> (colour, line style, marker)
 }
 SCOPE_SHORT = {"sample": "per-sample", "universal": "universal", "class": "class-univ."}
 SCOPE_COLOURS = {"sample": "tab:red", "universal": "tab:orange", "class": "tab:brown"}
+TRANSFER_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:cyan", "tab:pink", "tab:gray")
 
 
 def _style(rec: dict):
@@ -64,6 +65,7 @@ def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int
         cells = models[name]
         for c, norm in enumerate(norms):
             ax = fig.add_subplot(len(panels), cols, r * cols + c + 1)
+            surrogates = sorted({rec["transfer"]["surrogate"]["name"] for rec in cells.values() if rec.get("transfer")})
             for cell, rec in cells.items():
                 spec = rec.get("attack")
                 if spec is not None and spec["norm"] != norm:
@@ -77,6 +79,11 @@ def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int
                 extra = label[label.index(" ["):] if " [" in label else ""
                 short = "clean" if spec is None else label.split(" (")[0] + (
                     "" if spec["attack"] != "deepsloth" else f" {SCOPE_SHORT[spec['scope']]}") + extra
+                if rec.get("transfer"):   # crafted on a surrogate: its own colour, dashed, named
+                    sur = rec["transfer"]["surrogate"]["name"]
+                    colour = TRANSFER_COLOURS[surrogates.index(sur) % len(TRANSFER_COLOURS)]
+                    ls = "--" if spec["scope"] == "sample" else ":"
+                    short += f", transfer from {sur}"
                 ax.plot(x, y, color=colour, linestyle=ls, marker=marker, markersize=3, linewidth=1.5,
                         label=f"{short} ({side['attacked']['efficacy']:.3f})", zorder=3 if spec else 2,
                         clip_on=False)
