@@ -184,7 +184,8 @@ def _adv_label(rec: dict) -> str:
         if not a:
             return "none"
         steps = a["specs"][0]["params"].get("steps") if a.get("specs") else a.get("steps")
-        return f"{a['attack']}{' (fast, 1 step)' if a.get('fast') else f' ({steps} steps)' if steps else ''}"
+        share = f", {a['share'] * 100:g}% of each batch" if a.get("share", 1) < 1 else ""
+        return f"{a['attack']} ({'fast, 1 step' if a.get('fast') else f'{steps} steps'}{share})"
     return f"backbone AT: {one(m.get('parent_adversarial'))}; IC term: {one(m.get('adversarial'))}"
 
 

@@ -80,6 +80,9 @@ step_defence() {
       --adv pgd --adv-fast --out runs/at/mobilenet-cnn-pgdat --resume --device cpu
   for adv in none pgd pgd-avg deepsloth mixed pgd-max; do
     extra=(); [ "$adv" != none ] && extra=(--adv "$adv" --adv-steps 3 --adv-step-size 3/255)
+    # PGD-max runs one chain per exit (about 20 forward/backward passes per input for 14 exits): a quarter of
+    # each batch gets an adversarial version, to keep it within the session
+    [ "$adv" = pgd-max ] && extra+=(--adv-share 0.25)
     run deepsloth train --arch mobilenet --mode ic-only --from runs/at/mobilenet-cnn-pgdat --recipe fast --epochs 2 \
         --data-fraction 0.3 "${extra[@]}" --out runs/at/mobilenet-ic-$adv --resume --device cpu
     run deepsloth grid --n 500 --out runs/defence --device cpu --model runs/at/mobilenet-ic-$adv \
