@@ -72,7 +72,7 @@ step_tiny() {
 }
 # issue 16: the defence study on MobileNet: a PGD-trained CNN warm-started from the shipped backbone
 # (fast single-step AT), then IC-only training on it, undefended and with each adversarial term
-# (3-step attacks of 3/255 from a random start, 30% of the training data per epoch), each attacked on 500
+# (3-step attacks of 3/255 from a random start, on a fixed seeded 30% of the training data), each attacked on 500
 # test images
 step_defence() {
   run python scripts/export_backbone.py $M runs/at/mobilenet-cnn
