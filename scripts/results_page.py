@@ -189,33 +189,49 @@ def _adv_label(rec: dict) -> str:
     return f"backbone AT: {one(m.get('parent_adversarial'))}; IC term: {one(m.get('adversarial'))}"
 
 
+ATTACK_COLUMNS = ("clean efficacy | per-sample DeepSloth efficacy | reduction | universal DeepSloth efficacy | "
+                  "reduction | final acc. under PGD")
+
+
+def attack_columns(by: dict) -> list:
+    """Cells for ATTACK_COLUMNS (RAD 5%) from one model's records keyed by cell."""
+    def eff(cell):
+        r = by.get(cell)
+        return ["-", "-"] if r is None else [f"{r['rad']['5']['attacked']['efficacy']:.3f}",
+                                             _pct(r["rad"]["5"]["efficacy_reduction"])]
+    clean_eff = next((r["rad"]["5"]["clean"]["efficacy"] for r in by.values() if r.get("rad")), None)
+    pgd = by.get("pgd-linf-sample")
+    return (["-" if clean_eff is None else f"{clean_eff:.3f}"] + eff("deepsloth-linf-sample")
+            + eff("deepsloth-linf-universal") + [_pct(pgd["attacked"]["final_accuracy"]) if pgd else "-"])
+
+
+def model_rows(folder: Path, first_columns) -> list:
+    """One table row per model under `folder`: `first_columns(name, by_cell)` then ATTACK_COLUMNS."""
+    rows = []
+    for name, cells in sorted(group_by_model(load_results(folder)).items()):
+        by = {rec["cell"]: rec for rec in cells.values()}
+        rows.append("| " + " | ".join([name] + first_columns(name, by) + attack_columns(by)) + " |")
+    write_report(folder, folder, formats=("md", "csv"))
+    return rows
+
+
 def tiny_section() -> list:
     """Tiny ImageNet subset models (64x64, 200 classes): accuracy, training time and their grid cells."""
     folder = RESULTS / "tiny"
     if not folder.is_dir() or not load_results(folder):
         return []
-    models = group_by_model(load_results(folder))
-    out = ["## Tiny ImageNet (shared subset: 100 training images per class)", "",
-           "Short CPU recipe (`deepsloth zoo train ARCH --dataset tinyimagenet --recipe fast --epochs 4 "
-           "--ic-epochs 1`); with 100 images per class the accuracy is low, as expected. Collected with "
-           "`python scripts/results_page.py --collect-tiny runs/tiny-grid`.", "",
-           "| model | final acc. (10,000 val images) | training (CPU min, CNN + ICs) | clean efficacy | per-sample DeepSloth "
-           "efficacy | reduction | universal DeepSloth reduction | final acc. under PGD |", "|" + "---|" * 8]
-    for name, cells in sorted(models.items()):
-        by = {rec["cell"]: rec for rec in cells.values()}
+
+    def first(name, by):
         m = next(iter(by.values()))["model"]
-        ds, du, pgd = by.get("deepsloth-linf-sample"), by.get("deepsloth-linf-universal"), by.get("pgd-linf-sample")
-        clean_eff = next((r["rad"]["5"]["clean"]["efficacy"] for r in by.values() if r.get("rad")), None)
-        secs = (m.get("train_seconds") or 0) + (m.get("parent_train_seconds") or 0)
-        out.append(" | ".join([
-            f"| {name}", _pct(m.get("final_accuracy")), f"{secs / 60:.0f}",
-            "-" if clean_eff is None else f"{clean_eff:.3f}",
-            f"{ds['rad']['5']['attacked']['efficacy']:.3f}" if ds else "-",
-            _pct(ds["rad"]["5"]["efficacy_reduction"]) if ds else "-",
-            _pct(du["rad"]["5"]["efficacy_reduction"]) if du else "-",
-            _pct(pgd["attacked"]["final_accuracy"]) if pgd else "-"]) + " |")
-    write_report(folder, folder, formats=("md", "csv"))
-    return out + ["", "Full tables: [tiny/tables.md](results/tiny/tables.md).", ""]
+        return [_pct(m.get("final_accuracy")),
+                f"{((m.get('train_seconds') or 0) + (m.get('parent_train_seconds') or 0)) / 60:.0f}"]
+    return ["## Tiny ImageNet (shared subset: 100 training images per class)", "",
+            "Short CPU recipe (`deepsloth zoo train ARCH --dataset tinyimagenet --recipe fast --epochs 4 "
+            "--ic-epochs 1`); with 100 images per class the accuracy is low, as expected. Efficacy at RAD 5%. "
+            "Collected with `python scripts/results_page.py --collect-tiny runs/tiny-grid`; full tables: "
+            "[tiny/tables.md](results/tiny/tables.md).", "",
+            f"| model | final acc. (10,000 val images) | training (CPU min, CNN + ICs) | {ATTACK_COLUMNS} |",
+            "|" + "---|" * 9] + model_rows(folder, first) + [""]
 
 
 def defence_section() -> list:
@@ -223,32 +239,18 @@ def defence_section() -> list:
     folder = RESULTS / "defence"
     if not folder.is_dir() or not load_results(folder):
         return []
-    models = group_by_model(load_results(folder))
-    out = ["## Adversarial training against slowdown", "",
-           "Per model: clean final-exit accuracy and efficacy, efficacy under per-sample and universal DeepSloth "
-           "(l_inf, eps 8/255) with its reduction, and final-exit accuracy under PGD (l_inf, eps 8/255), at RAD 5% "
-           "(thresholds calibrated on each model's own clean images). Collected with "
-           "`python scripts/results_page.py --collect-defence runs/defence`; the runs are step 5 of "
-           "`scripts/train_queue.sh`. Full tables: [defence/tables.md](results/defence/tables.md).", "",
-           "| model | training | clean final acc. | clean efficacy | DeepSloth efficacy (per-sample) | reduction | "
-           "DeepSloth efficacy (universal) | reduction | final acc. under PGD |", "|" + "---|" * 9]
-    for name, cells in sorted(models.items()):
-        by = {rec["cell"]: rec for rec in cells.values()}
-        any_rec = next(iter(by.values()))
-        clean = by.get("clean")
-        def eff(cell):
-            r = by.get(cell)
-            return ("-", "-") if r is None else (f"{r['rad']['5']['attacked']['efficacy']:.3f}",
-                                                 _pct(r["rad"]["5"]["efficacy_reduction"]))
-        ds, du = eff("deepsloth-linf-sample"), eff("deepsloth-linf-universal")
-        pgd = by.get("pgd-linf-sample")
-        clean_eff = next((r["rad"]["5"]["clean"]["efficacy"] for r in by.values() if r.get("rad")), None)
-        out.append(f"| {name} | {_adv_label(any_rec)} | "
-                   f"{_pct(clean['clean']['final_accuracy'] if clean else any_rec['clean']['final_accuracy'])} | "
-                   f"{'-' if clean_eff is None else f'{clean_eff:.3f}'} | {ds[0]} | {ds[1]} | {du[0]} | {du[1]} | "
-                   f"{_pct(pgd['attacked']['final_accuracy']) if pgd else '-'} |")
-    write_report(folder, folder, formats=("md", "csv"))
-    return out + [""]
+
+    def first(name, by):
+        rec = by.get("clean") or next(iter(by.values()))
+        return [_adv_label(rec), _pct(rec["clean"]["final_accuracy"])]
+    return ["## Adversarial training against slowdown", "",
+            "Per model: clean final-exit accuracy and efficacy, efficacy under per-sample and universal DeepSloth "
+            "(l_inf, eps 8/255) with its reduction, and final-exit accuracy under PGD (l_inf, eps 8/255), at RAD 5% "
+            "(thresholds calibrated on each model's own clean images). Collected with "
+            "`python scripts/results_page.py --collect-defence runs/defence`; the runs are the `defence` step of "
+            "`scripts/train_queue.sh`. Full tables: [defence/tables.md](results/defence/tables.md).", "",
+            f"| model | training | clean final acc. | {ATTACK_COLUMNS} |", "|" + "---|" * 9] + \
+        model_rows(folder, first) + [""]
 
 
 CHEAP = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
