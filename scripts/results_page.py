@@ -271,6 +271,8 @@ def todo() -> list:
         "transfer": len([r for r in tr if "scenario" not in r]) >= 4,
         "scenario2": len(scen("scenario2")) >= 3,
         "scenario1": len(scen("scenario1")) >= 4,
+        "represent": (RESULTS / "represent" / "represent.json").is_file() and
+        json.loads((RESULTS / "represent" / "represent.json").read_text())["data"]["n"] >= 500,
         "grid-cheap": all(set(CHEAP) <= cells(RESULTS / "grid" / m) for m in SHIPPED),
         "vgg": (ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").is_file(),
         "tiny": bool(cells(RESULTS / "tiny")),

@@ -48,6 +48,13 @@ step_scenario1() {
       --n 500 --out runs/transfer --device cpu
   page --collect-transfer runs/transfer
 }
+# issue 17: internal representations of 500 test cats on the shipped ResNet-56 SDN (~10 min)
+step_represent() {
+  run deepsloth represent --model $R --class 3 --n 500 --out runs/represent --device cpu && \
+    rm -rf docs/results/represent && mkdir -p docs/results/represent && \
+    for f in represent.json summary.png images.png exit-01.png exit-20.png exit-28.png; do
+      cp runs/represent/$f docs/results/represent/; done
+}
 # issue 13: the cheap cells of the attack grid on both shipped models
 step_grid-cheap() {
   seed_grid
