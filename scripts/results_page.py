@@ -147,7 +147,7 @@ def transfer_section() -> list:
                 "seeded per-class share of CIFAR-10's training split; accuracy on the full test set; training time "
                 "on 2 CPU cores shared with other work.", "",
                 "| data | attack | surrogate final acc. | train images | epochs (CNN+IC) | train min " + head,
-                "|" + "---|" * 12]
+                "|" + "---|" * 13]
         for r in sorted(s1, key=lambda r: (r["cell"].split(":")[-1], r["scenario"]["fraction_percent"])):
             st = r["scenario"].get("surrogate_training") or {}
             out.append(f"| {r['scenario']['fraction_percent']:g}% | {r['attack']['scope']} | "
