@@ -52,7 +52,8 @@ def plot_exit(record: Dict[str, Any], i: int, stats: Dict[str, Dict[str, List[to
         if key == "max_softmax":
             for rad, q in record["thresholds"].items():
                 ax.axvline(q, color="gray", linestyle="--", linewidth=1)
-                ax.text(q, ax.get_ylim()[1] * 0.95, f" q@{rad}%", fontsize=7, color="gray", va="top")
+                ax.text(q, ax.get_ylim()[1] * 0.55, f"q@{rad}% ", fontsize=7, color="gray", rotation=90,
+                        va="center", ha="right")   # mid-height: the legend sits on top
         ax.set_xlabel(label)
         ax.set_ylabel("inputs")
         ax.set_xlim(0, 1)
