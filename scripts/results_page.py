@@ -262,7 +262,7 @@ def todo() -> list:
     """The queue steps (scripts/train_queue.sh) whose results are not saved under docs/results/ yet."""
     def cells(folder):
         return {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
-    tr = [r for r in load_results(RESULTS / "transfer")] if (RESULTS / "transfer").is_dir() else []
+    tr = load_results(RESULTS / "transfer") if (RESULTS / "transfer").is_dir() else []
     scen = lambda name: {(r["scenario"].get("fraction_percent"), r["scenario"].get("shared"))   # noqa: E731
                          for r in tr if (r.get("scenario") or {}).get("name") == name}
     all_cells = set(CHEAP) | {"pgd-max-linf-sample", "uap-linf-universal"} | {

@@ -24,10 +24,15 @@ SCOPE_COLOURS = {"sample": "tab:red", "universal": "tab:orange", "class": "tab:b
 TRANSFER_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:cyan", "tab:pink", "tab:gray")
 
 
-def _style(rec: dict):
+def _style(rec: dict, surrogates: Sequence[str] = ()):
+    """(colour, line style, marker) of a record's curve; a transferred attack (crafted on one of
+    `surrogates`) gets its surrogate's colour and a dashed (per-sample) or dotted line."""
     spec = rec.get("attack")
     if not spec:
         return STYLE["clean"]
+    if rec.get("transfer"):
+        i = list(surrogates).index(rec["transfer"]["surrogate"]["name"])
+        return TRANSFER_COLOURS[i % len(TRANSFER_COLOURS)], "--" if spec["scope"] == "sample" else ":", "x"
     if spec["attack"] == "deepsloth":
         return SCOPE_COLOURS[spec["scope"]], "-", "x"
     return STYLE.get(spec["attack"], ("tab:gray", "-.", "."))
@@ -63,9 +68,9 @@ def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int
     fig = _figure(len(panels), cols, h=3.3 + 0.15 * entries)
     for r, (name, k, norms) in enumerate(panels):
         cells = models[name]
+        surrogates = sorted({rec["transfer"]["surrogate"]["name"] for rec in cells.values() if rec.get("transfer")})
         for c, norm in enumerate(norms):
             ax = fig.add_subplot(len(panels), cols, r * cols + c + 1)
-            surrogates = sorted({rec["transfer"]["surrogate"]["name"] for rec in cells.values() if rec.get("transfer")})
             for cell, rec in cells.items():
                 spec = rec.get("attack")
                 if spec is not None and spec["norm"] != norm:
@@ -74,16 +79,13 @@ def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int
                 if side is None:
                     continue
                 x, y = eec_curve(side["attacked"]["exit_counts"], rec["costs"])
-                colour, ls, marker = _style(rec)
+                colour, ls, marker = _style(rec, surrogates)
                 label = rec.get("label") or cell
                 extra = label[label.index(" ["):] if " [" in label else ""
                 short = "clean" if spec is None else label.split(" (")[0] + (
                     "" if spec["attack"] != "deepsloth" else f" {SCOPE_SHORT[spec['scope']]}") + extra
-                if rec.get("transfer"):   # crafted on a surrogate: its own colour, dashed, named
-                    sur = rec["transfer"]["surrogate"]["name"]
-                    colour = TRANSFER_COLOURS[surrogates.index(sur) % len(TRANSFER_COLOURS)]
-                    ls = "--" if spec["scope"] == "sample" else ":"
-                    short += f", transfer from {sur}"
+                if rec.get("transfer"):
+                    short += f", transfer from {rec['transfer']['surrogate']['name']}"
                 ax.plot(x, y, color=colour, linestyle=ls, marker=marker, markersize=3, linewidth=1.5,
                         label=f"{short} ({side['attacked']['efficacy']:.3f})", zorder=3 if spec else 2,
                         clip_on=False)

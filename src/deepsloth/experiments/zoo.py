@@ -113,9 +113,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     base_name = find_recipe(name)
     spec = dict(ZOO_RECIPES[base_name])
     name = zoo_target(base_name, dataset)
-    if name != base_name:   # another dataset: one CNN stage, no averaging, the paper's schedule unless told
-        spec.update(dataset=dataset, cnn=[{"recipe": recipe or "paper"}], **{"ic-only": {"recipe": recipe or "paper"}},
-                    average=None)
+    if name != base_name:   # another dataset: the paper's schedule unless told (one CNN stage, no averaging)
+        spec["dataset"] = dataset
         recipe = recipe or "paper"
     device = resolve_device(device)
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
