@@ -16,7 +16,8 @@ if [ ! -x .venv/bin/deepsloth ]; then   # a fresh machine: the project's environ
 fi
 . .venv/bin/activate
 mkdir -p runs
-deepsloth data info 2>/dev/null | grep -q "^cifar10 " || \
+imported() { deepsloth data info 2>/dev/null | grep "^$1 " | grep -vq "not imported"; }
+imported cifar10 || \
   deepsloth data import cifar10 ../shared/data/cifar10-jpeg-train.zip ../shared/data/cifar10-jpeg-test.zip
 export DEEPSLOTH_PROGRESS_INTERVAL=120
 run() { echo "== $(date -u +%F' '%H:%M:%S) $*"; nice -n 19 "$@" || echo "!! failed ($?): $*"; }
@@ -66,7 +67,7 @@ step_vgg() {
 }
 # issue 15: Tiny ImageNet subset models (short recipe) and the grid's main cells on one of them
 step_tiny() {
-  deepsloth data info 2>/dev/null | grep -q "^tinyimagenet " || \
+  imported tinyimagenet || \
     deepsloth data import tinyimagenet ../shared/data/tiny-imagenet-200-subset.zip
   for a in mobilenet resnet56; do
     run deepsloth zoo train $a --dataset tinyimagenet --recipe fast --epochs 4 --ic-epochs 1 \

@@ -80,3 +80,26 @@ def test_lineage_counts_every_stage_once():
     # the shipped default records its whole lineage
     stages, seconds = lineage(load_model(DEFAULT_MODEL)[1])
     assert stages[-1].startswith("fast-ic-only") and seconds > 0
+
+
+def test_install_stores_fp16_and_remeasures_the_shipped_accuracy(tmp_path, monkeypatch):
+    from conftest import synthetic_sdn
+    from deepsloth.data import load_dataset
+    from deepsloth.experiments import zoo as zoo_exp
+    from deepsloth.models.io import read_model_meta
+    root, model_dir, model = synthetic_sdn(tmp_path, 8, 40)
+    monkeypatch.setattr(zoo_exp, "ZOO_DIR", tmp_path / "zoo")   # never the package directory
+    test = load_dataset("cifar10", "test", root)
+    dest = zoo_exp.install(model_dir, "tiny_sdn_cifar10", "float16", test_set=test)
+    assert dest == tmp_path / "zoo" / "tiny_sdn_cifar10"
+    shipped, meta = load_model_dir(dest)
+    assert meta["stored_dtype"] == "float16" and meta["zoo_name"] == "tiny_sdn_cifar10"
+    # every floating-point weight is the fp16 rounding of the trained one
+    for (k, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
+        if a.is_floating_point():
+            assert torch.equal(b, a.half().float()), k
+    # the recorded accuracy is that of the stored weights, over the whole test split
+    acc = collect_exit_outputs(shipped, test.images).accuracy(test.labels)
+    assert meta["accuracy"]["n"] == 40 and meta["accuracy"]["final"] == round(acc[-1], 4)
+    assert meta["accuracy"]["per_exit"] == [round(a, 4) for a in acc]
+    assert "accuracy_before_store" in meta and read_model_meta(dest)["accuracy"] == meta["accuracy"]

@@ -164,13 +164,19 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
                 test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True)
     log(f"trained {name}: {sdn_dir}")
     if install_it:
-        install(sdn_dir, name, spec.get("store_dtype", "float32"))
+        install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)
         log(f"installed into the package zoo as {name}")
     return sdn_dir
 
 
-def install(model_dir: Path, name: str, store_dtype: str = "float32") -> Path:
-    """Copy a trained model directory into the package zoo (optionally stored as fp16)."""
+def install(model_dir: Path, name: str, store_dtype: str = "float32", *, test_set=None,
+            device: str = "cpu") -> Path:
+    """Copy a trained model directory into the package zoo (optionally stored as fp16).
+
+    With `test_set`, the recorded accuracy is re-measured from the stored file (what ships, fp16
+    rounding included); the trained directory's own measurement is kept as `accuracy_before_store`."""
+    from ..exits.forward import collect_exit_outputs
+
     model, meta = load_model_dir(model_dir)
     dest = ZOO_DIR / name
     if dest.exists():
@@ -178,10 +184,17 @@ def install(model_dir: Path, name: str, store_dtype: str = "float32") -> Path:
     meta = {k: v for k, v in meta.items() if k not in ("format", "package_version", "saved")}
     meta["zoo_name"] = name
     meta["stored_dtype"] = store_dtype
-    save_model_dir(dest, model, meta, dtype=torch.float16 if store_dtype == "float16" else None)
+    dtype = torch.float16 if store_dtype == "float16" else None
+    save_model_dir(dest, model, meta, dtype=dtype)
+    if test_set is not None:
+        shipped, _ = load_model_dir(dest)
+        acc = collect_exit_outputs(shipped, test_set.images, device=device, desc="test (as stored)").accuracy(
+            test_set.labels)
+        meta["accuracy_before_store"] = meta.get("accuracy")
+        meta["accuracy"] = {"split": "test", "n": len(test_set), "per_exit": [round(a, 4) for a in acc],
+                            "final": round(acc[-1], 4), "measured_from": f"the stored {store_dtype} weights"}
+        save_model_dir(dest, model, meta, dtype=dtype)
     return dest
-
-
 
 
 # The paper's clean threshold sweep of its VGG16-BN IC-only SDN on CIFAR-10 (docs/method.md §8.2):
