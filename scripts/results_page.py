@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
-from deepsloth.experiments.report import group_by_model, load_results, table, write_report  # noqa: E402
+from deepsloth.experiments.report import group_by_model, load_results, summary_table, table, write_report  # noqa: E402
 from deepsloth.data import CIFAR10_CLASSES as CIFAR10  # noqa: E402
 from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
 
@@ -177,40 +177,20 @@ def transfer_section() -> list:
     return out
 
 
-def _adv_label(rec: dict) -> str:
-    """How a model was adversarially trained, from its comparison record's model block."""
-    m = rec["model"]
-    def one(a):
-        if not a:
-            return "none"
-        steps = a["specs"][0]["params"].get("steps") if a.get("specs") else a.get("steps")
-        share = f", {a['share'] * 100:g}% of each batch" if a.get("share", 1) < 1 else ""
-        return f"{a['attack']} ({'fast, 1 step' if a.get('fast') else f'{steps} steps'}{share})"
-    return f"backbone AT: {one(m.get('parent_adversarial'))}; IC term: {one(m.get('adversarial'))}"
-
-
 ATTACK_COLUMNS = ("clean efficacy | per-sample DeepSloth efficacy | reduction | universal DeepSloth efficacy | "
                   "reduction | final acc. under PGD")
 
 
-def attack_columns(by: dict) -> list:
-    """Cells for ATTACK_COLUMNS (RAD 5%) from one model's records keyed by cell."""
-    def eff(cell):
-        r = by.get(cell)
-        return ["-", "-"] if r is None else [f"{r['rad']['5']['attacked']['efficacy']:.3f}",
-                                             _pct(r["rad"]["5"]["efficacy_reduction"])]
-    clean_eff = next((r["rad"]["5"]["clean"]["efficacy"] for r in by.values() if r.get("rad")), None)
-    pgd = by.get("pgd-linf-sample")
-    return (["-" if clean_eff is None else f"{clean_eff:.3f}"] + eff("deepsloth-linf-sample")
-            + eff("deepsloth-linf-universal") + [_pct(pgd["attacked"]["final_accuracy"]) if pgd else "-"])
+def attack_columns(cells: dict) -> list:
+    """Cells for ATTACK_COLUMNS (RAD 5%) from one model's rows (`deepsloth report`'s per-model summary)."""
+    return summary_table({"": cells})[1][0][3:]
 
 
 def model_rows(folder: Path, first_columns) -> list:
-    """One table row per model under `folder`: `first_columns(name, by_cell)` then ATTACK_COLUMNS."""
+    """One table row per model under `folder`: `first_columns(name, cells)` then ATTACK_COLUMNS."""
     rows = []
     for name, cells in sorted(group_by_model(load_results(folder)).items()):
-        by = {rec["cell"]: rec for rec in cells.values()}
-        rows.append("| " + " | ".join([name] + first_columns(name, by) + attack_columns(by)) + " |")
+        rows.append("| " + " | ".join([name] + first_columns(name, cells) + attack_columns(cells)) + " |")
     write_report(folder, folder, formats=("md", "csv"))
     return rows
 
@@ -221,8 +201,8 @@ def tiny_section() -> list:
     if not folder.is_dir() or not load_results(folder):
         return []
 
-    def first(name, by):
-        m = next(iter(by.values()))["model"]
+    def first(name, cells):
+        m = cells["clean"]["model"]
         return [_pct(m.get("final_accuracy")),
                 f"{((m.get('train_seconds') or 0) + (m.get('parent_train_seconds') or 0)) / 60:.0f}"]
     return ["## Tiny ImageNet (shared subset: 100 training images per class)", "",
@@ -240,9 +220,8 @@ def defence_section() -> list:
     if not folder.is_dir() or not load_results(folder):
         return []
 
-    def first(name, by):
-        rec = by.get("clean") or next(iter(by.values()))
-        return [_adv_label(rec), _pct(rec["clean"]["final_accuracy"])]
+    def first(name, cells):
+        return summary_table({name: cells})[1][0][1:3]
     return ["## Adversarial training against slowdown", "",
             "Per model: clean final-exit accuracy and efficacy, efficacy under per-sample and universal DeepSloth "
             "(l_inf, eps 8/255) with its reduction, and final-exit accuracy under PGD (l_inf, eps 8/255), at RAD 5% "

@@ -19,7 +19,8 @@ from deepsloth.errors import DeepslothError
 from deepsloth.experiments.context import load_context
 from deepsloth.experiments.craft import craft, craft_key
 from deepsloth.experiments.grid import grid_specs, run_grid
-from deepsloth.experiments.report import group_by_model, load_results, render_csv, render_markdown, table
+from deepsloth.experiments.report import (group_by_model, load_results, render_csv, render_markdown, render_summary,
+                                         table)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N_TEST = 10
@@ -253,6 +254,16 @@ def test_report_rows_from_fixture_directory(tmp_path):
                       "0.0000,0.5000,1.0000,1.0000,2.5000")
     assert main(["report", str(tmp_path), "--format", "md", "csv", "tex", "--json"]) == 0
     assert (tmp_path / "tables.tex").read_text().count("\\toprule") == 1
+    # one row per model: the defence table's layout
+    assert render_summary(models, "md").splitlines() == [
+        "| model | training | clean final acc % | clean efficacy @5 | per-sample DeepSloth efficacy @5 | reduction % | "
+        "universal DeepSloth efficacy @5 | reduction % | final acc % under PGD |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| m | backbone AT: none; IC term: none | 90.0 | 0.500 | 0.000 | 100.0 | - | - | 2.0 |"]
+    assert render_summary(models, "csv").splitlines()[1] == \
+        "m,backbone AT: none; IC term: none,5,0.9000,0.5000,0.0000,1.0000,,,0.0200"
+    assert (tmp_path / "summary.csv").read_text() == render_summary(models, "csv")
+    assert (tmp_path / "summary.tex").read_text().count("\\toprule") == 1
     assert (tmp_path / "eec_grid.png").stat().st_size > 10_000
 
 

@@ -1,12 +1,14 @@
 """Paper-style tables and EEC figures from comparison files (never recomputes anything).
 
     results = load_results("results")                 # every comparison JSON under the folder
-    tables = build_tables(results)                    # per model: header + rows
-    write_report("results", formats=("md", "tex", "csv"))   # tables.md / tables.tex / tables.csv + eec_grid.png
+    models = group_by_model(results)                  # per model: row key -> record
+    write_report("results", formats=("md", "tex", "csv"))   # tables.* and summary.* + eec_grid.png
 
 Per model, rows are the attacks in the paper's order (clean first); columns are the final-exit
 accuracy and, per RAD budget, the early-exit accuracy, efficacy, efficacy reduction and the
-expected IoT latency amplification (docs/method.md §4.4, §6).
+expected IoT latency amplification (docs/method.md §4.4, §6). The summary has one row per model
+(how it was trained, clean final accuracy and efficacy, efficacy under per-sample and universal
+DeepSloth and its reduction, final accuracy under PGD, at RAD 5%): the defence table's layout.
 """
 from __future__ import annotations
 
@@ -196,6 +198,82 @@ def render_csv(models: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
     return buf.getvalue()
 
 
+def training_label(model: Dict[str, Any]) -> str:
+    """How a model was (adversarially) trained, from a comparison record's model block (docs/method.md §10.3)."""
+    def one(a: Optional[Dict[str, Any]]) -> str:
+        if not a:
+            return "none"
+        steps = a["specs"][0]["params"].get("steps") if a.get("specs") else a.get("steps")
+        share = f", {a['share'] * 100:g}% of each batch" if a.get("share", 1) < 1 else ""
+        return f"{a['attack']} ({'fast, 1 step' if a.get('fast') else f'{steps} steps'}{share})"
+    return f"backbone AT: {one(model.get('parent_adversarial'))}; IC term: {one(model.get('adversarial'))}"
+
+
+SUMMARY_HEADER = ["model", "training", "clean final acc %", "clean efficacy", "per-sample DeepSloth efficacy",
+                  "reduction %", "universal DeepSloth efficacy", "reduction %", "final acc % under PGD"]
+
+
+def _newest(cells: Dict[str, Dict[str, Any]], cell: str) -> Optional[Dict[str, Any]]:
+    recs = [r for r in cells.values() if r["cell"] == cell]
+    return max(recs, key=lambda r: r.get("created") or "") if recs else None
+
+
+def summary_row(cells: Dict[str, Dict[str, Any]], rad: str = "5") -> Dict[str, Optional[float]]:
+    """One model's headline numbers at RAD `rad` (raw fractions; None where the cell was not run):
+    clean final accuracy and efficacy, efficacy and its reduction under per-sample and universal
+    DeepSloth (l_inf), final-exit accuracy under PGD. The newest record wins where a cell was run twice."""
+    clean = cells["clean"]
+    def eff(cell):
+        r = _newest(cells, cell)
+        r = None if r is None else r["rad"].get(rad)
+        return (None, None) if r is None else (r["attacked"]["efficacy"], r["efficacy_reduction"])
+    pgd = _newest(cells, "pgd-linf-sample")
+    ce = clean["rad"].get(rad)
+    (se, sr), (ue, ur) = eff("deepsloth-linf-sample"), eff("deepsloth-linf-universal")
+    return {"clean_final_accuracy": clean["attacked"]["final_accuracy"],
+            "clean_efficacy": None if ce is None else ce["clean"]["efficacy"],
+            "sample_efficacy": se, "sample_reduction": sr, "universal_efficacy": ue, "universal_reduction": ur,
+            "pgd_final_accuracy": None if pgd is None else pgd["attacked"]["final_accuracy"]}
+
+
+def summary_table(models: Dict[str, Dict[str, Dict[str, Any]]], rad: str = "5") -> Tuple[List[str], List[List[str]]]:
+    """(header, rows), one row per model (the defence table's layout, docs/method.md §10.3)."""
+    f3 = lambda v: "-" if v is None else f"{v:.3f}"   # noqa: E731
+    rows = []
+    for name, cells in models.items():
+        s = summary_row(cells, rad)
+        rows.append([name, training_label(cells["clean"]["model"]), _pct(s["clean_final_accuracy"]),
+                     f3(s["clean_efficacy"]), f3(s["sample_efficacy"]), _pct(s["sample_reduction"]),
+                     f3(s["universal_efficacy"]), _pct(s["universal_reduction"]), _pct(s["pgd_final_accuracy"])])
+    return [h if i < 3 or h.startswith(("reduction", "final")) else f"{h} @{rad}"
+            for i, h in enumerate(SUMMARY_HEADER)], rows
+
+
+def render_summary(models: Dict[str, Dict[str, Dict[str, Any]]], fmt: str = "md", rad: str = "5") -> str:
+    """The per-model summary as Markdown, LaTeX (booktabs) or CSV (raw fractions)."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        keys = list(summary_row(next(iter(models.values())), rad)) if models else []
+        w.writerow(["model", "training", "rad"] + keys)
+        for name, cells in models.items():
+            s = summary_row(cells, rad)
+            w.writerow([name, training_label(cells["clean"]["model"]), rad]
+                       + ["" if s[k] is None else f"{s[k]:.4f}" for k in keys])
+        return buf.getvalue()
+    header, rows = summary_table(models, rad)
+    if fmt == "md":
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 7) + "|"]
+                         + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    if fmt == "tex":
+        return "\n".join(["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{l l rrrrrrr}",
+                          "\\toprule", " & ".join(_tex(h) for h in header) + " \\\\", "\\midrule"]
+                         + [" & ".join(_tex(c) for c in r) + " \\\\" for r in rows]
+                         + ["\\bottomrule", "\\end{tabular}",
+                            f"\\caption{{Per-model summary at RAD {rad}\\%}}", "\\end{table}", ""])
+    raise DeepslothError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
 RENDER = {"md": render_markdown, "tex": render_latex, "csv": render_csv}
 
 
@@ -216,6 +294,10 @@ def write_report(folder: Path | str, out: Optional[Path | str] = None, formats: 
         with atomic_path(path, suffix=f".{fmt}") as tmp:
             Path(tmp).write_text(RENDER[fmt](models))
         written[fmt] = str(path)
+        path = out / f"summary.{fmt}"
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            Path(tmp).write_text(render_summary(models, fmt))
+        written[f"summary-{fmt}"] = str(path)
     if figure:
         from .figures import plot_eec_grid
         written["figure"] = str(plot_eec_grid(models, out / "eec_grid.png"))
@@ -223,4 +305,4 @@ def write_report(folder: Path | str, out: Optional[Path | str] = None, formats: 
 
 
 __all__ = ["load_results", "group_by_model", "table", "render_markdown", "render_latex", "render_csv",
-           "write_report", "ORDER"]
+           "summary_row", "summary_table", "render_summary", "training_label", "write_report", "ORDER"]
