@@ -103,3 +103,20 @@ def test_install_stores_fp16_and_remeasures_the_shipped_accuracy(tmp_path, monke
     assert meta["accuracy"]["n"] == 40 and meta["accuracy"]["final"] == round(acc[-1], 4)
     assert meta["accuracy"]["per_exit"] == [round(a, 4) for a in acc]
     assert "accuracy_before_store" in meta and read_model_meta(dest)["accuracy"] == meta["accuracy"]
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_pretrained_through_the_registry(name):
+    from deepsloth.errors import DeepslothError
+    from deepsloth.models import create_model
+    _, meta, _ = load_model(name)
+    model = create_model(f"{meta['arch']}_sdn", dataset=meta["dataset"], pretrained=True)
+    assert model.meta == meta and not model.training
+    shipped = load_model_dir(ZOO_DIR / name)[0].state_dict()
+    assert all(torch.equal(a, shipped[k]) for k, a in model.state_dict().items())
+    with pytest.raises(DeepslothError, match="SDNs only"):
+        create_model(meta["arch"], dataset=meta["dataset"], sdn=False, pretrained=True)
+    with pytest.raises(DeepslothError, match="fix their classes"):
+        create_model(f"{meta['arch']}_sdn", dataset=meta["dataset"], pretrained=True, seed=1)
+    with pytest.raises(DeepslothError, match="no pretrained"):
+        create_model(f"{meta['arch']}_sdn", dataset="no-such-data", pretrained=True)
