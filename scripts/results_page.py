@@ -304,7 +304,8 @@ def main() -> None:
                   "accuracy, efficacy, efficacy reduction vs. clean and expected IoT latency amplification "
                   "(docs/method.md §6). CSV: [grid/tables.csv](results/grid/tables.csv); LaTeX: "
                   "[grid/tables.tex](results/grid/tables.tex).", "",
-                  (grid / "tables.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
+                  (grid / "tables.md").read_text(), "One row per model at RAD 5% (`deepsloth report`'s summary):", "",
+                  (grid / "summary.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
                   "### The paper's headline shape", ""] + headline(models) + [""]
         missing = {name: [c for c in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample",
                                       "uap-linf-universal") + tuple(f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1")
