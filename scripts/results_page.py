@@ -253,7 +253,9 @@ def todo() -> list:
         "represent": (RESULTS / "represent" / "represent.json").is_file() and
         json.loads((RESULTS / "represent" / "represent.json").read_text())["data"]["n"] >= 500,
         "grid-cheap": all(set(CHEAP) <= cells(RESULTS / "grid" / m) for m in SHIPPED),
-        "vgg": (ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").is_file(),
+        "vgg": (ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").is_file() and
+        json.loads((ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").read_text())
+        ["accuracy"]["final"] >= 0.90,
         "tiny": bool(cells(RESULTS / "tiny")),
         "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
         else False,

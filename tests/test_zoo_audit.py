@@ -77,6 +77,10 @@ def test_lineage_counts_every_stage_once():
     assert stages == ["fast-cnn 9 ep lr 0.1", "fast-cnn 20 ep lr 0.1", "fast-cnn 12 ep lr 0.1",
                       "mean of 2", "fast-ic-only 3 ep lr 0.1"]
     assert seconds == 645.0
+    # a backbone taken out of an SDN and trained further: the export is a stage without training of its own
+    export = {"path": "exp", "recipe": None, "note": "backbone of sdn", "parent": sdn}
+    stages, seconds = lineage(rec("more", "fast-cnn", 10, 60.0, parent=export))
+    assert stages[-2:] == ["backbone of sdn", "fast-cnn 10 ep lr 0.1"] and seconds == 705.0
     # the shipped default records its whole lineage
     stages, seconds = lineage(load_model(DEFAULT_MODEL)[1])
     assert stages[-1].startswith("fast-ic-only") and seconds > 0

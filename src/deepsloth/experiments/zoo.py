@@ -30,7 +30,8 @@ def parent_record(path, meta: dict) -> dict:
     return {"path": str(path), "recipe": meta.get("recipe"), "seed": meta.get("seed"),
             "accuracy": meta.get("accuracy"), "train_seconds": meta.get("train_seconds"),
             "history": meta.get("history"), "parent": meta.get("parent"), "adversarial": meta.get("adversarial"),
-            **({"averaged_from": meta["averaged_from"]} if "averaged_from" in meta else {})}
+            **({"averaged_from": meta["averaged_from"]} if "averaged_from" in meta else {}),
+            **({"note": meta["note"]} if "note" in meta else {})}
 
 
 def find_recipe(name: str) -> str:
@@ -45,6 +46,8 @@ def _stage(rec: dict) -> str:
     r = rec.get("recipe") or {}
     if r.get("name") == "weight-average":
         return f"mean of {len(rec.get('averaged_from') or [])}"
+    if r.get("name") is None:   # no training of its own (e.g. a backbone taken out of an SDN)
+        return rec.get("note") or "no training"
     return f"{r.get('name')} {r.get('epochs')} ep" + (f" lr {r['lr']:g}" if r.get("lr") is not None else "")
 
 
