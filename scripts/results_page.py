@@ -244,6 +244,7 @@ def todo() -> list:
     tr = load_results(RESULTS / "transfer") if (RESULTS / "transfer").is_dir() else []
     scen = lambda name: {(r["scenario"].get("fraction_percent"), r["scenario"].get("shared"))   # noqa: E731
                          for r in tr if (r.get("scenario") or {}).get("name") == name}
+    vgg = ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json"   # done once at 90%
     all_cells = set(CHEAP) | {"pgd-max-linf-sample", "uap-linf-universal"} | {
         f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1") for s in ("sample", "universal", "class")}
     steps = {
@@ -253,9 +254,7 @@ def todo() -> list:
         "represent": (RESULTS / "represent" / "represent.json").is_file() and
         json.loads((RESULTS / "represent" / "represent.json").read_text())["data"]["n"] >= 500,
         "grid-cheap": all(set(CHEAP) <= cells(RESULTS / "grid" / m) for m in SHIPPED),
-        "vgg": (ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").is_file() and
-        json.loads((ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json").read_text())
-        ["accuracy"]["final"] >= 0.90,
+        "vgg": vgg.is_file() and json.loads(vgg.read_text())["accuracy"]["final"] >= 0.90,
         "tiny": bool(cells(RESULTS / "tiny")),
         "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
         else False,

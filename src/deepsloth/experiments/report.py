@@ -209,10 +209,6 @@ def training_label(model: Dict[str, Any]) -> str:
     return f"backbone AT: {one(model.get('parent_adversarial'))}; IC term: {one(model.get('adversarial'))}"
 
 
-SUMMARY_HEADER = ["model", "training", "clean final acc %", "clean efficacy", "per-sample DeepSloth efficacy",
-                  "reduction %", "universal DeepSloth efficacy", "reduction %", "final acc % under PGD"]
-
-
 def _newest(cells: Dict[str, Dict[str, Any]], cell: str) -> Optional[Dict[str, Any]]:
     recs = [r for r in cells.values() if r["cell"] == cell]
     return max(recs, key=lambda r: r.get("created") or "") if recs else None
@@ -245,8 +241,10 @@ def summary_table(models: Dict[str, Dict[str, Dict[str, Any]]], rad: str = "5") 
         rows.append([name, training_label(cells["clean"]["model"]), _pct(s["clean_final_accuracy"]),
                      f3(s["clean_efficacy"]), f3(s["sample_efficacy"]), _pct(s["sample_reduction"]),
                      f3(s["universal_efficacy"]), _pct(s["universal_reduction"]), _pct(s["pgd_final_accuracy"])])
-    return [h if i < 3 or h.startswith(("reduction", "final")) else f"{h} @{rad}"
-            for i, h in enumerate(SUMMARY_HEADER)], rows
+    header = ["model", "training", "clean final acc %", f"clean efficacy @{rad}",
+              f"per-sample DeepSloth efficacy @{rad}", "reduction %", f"universal DeepSloth efficacy @{rad}",
+              "reduction %", "final acc % under PGD"]
+    return header, rows
 
 
 def render_summary(models: Dict[str, Dict[str, Dict[str, Any]]], fmt: str = "md", rad: str = "5") -> str:
@@ -254,16 +252,16 @@ def render_summary(models: Dict[str, Dict[str, Dict[str, Any]]], fmt: str = "md"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        keys = list(summary_row(next(iter(models.values())), rad)) if models else []
-        w.writerow(["model", "training", "rad"] + keys)
-        for name, cells in models.items():
+        for i, (name, cells) in enumerate(models.items()):
             s = summary_row(cells, rad)
+            if i == 0:
+                w.writerow(["model", "training", "rad"] + list(s))
             w.writerow([name, training_label(cells["clean"]["model"]), rad]
-                       + ["" if s[k] is None else f"{s[k]:.4f}" for k in keys])
+                       + ["" if v is None else f"{v:.4f}" for v in s.values()])
         return buf.getvalue()
     header, rows = summary_table(models, rad)
     if fmt == "md":
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 7) + "|"]
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
                          + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
     if fmt == "tex":
         return "\n".join(["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{l l rrrrrrr}",

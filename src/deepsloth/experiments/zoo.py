@@ -16,7 +16,8 @@ import torch
 from ..data import load_dataset
 from ..device import resolve_device
 from ..errors import DeepslothError
-from ..models.io import load_model_dir, save_model_dir
+from ..io import write_json
+from ..models.io import META, load_model_dir, save_model_dir
 from ..models.registry import attach_ics, create_model
 from ..models.zoo import ZOO_DIR, zoo_entries
 from ..models.zoo_recipes import ZOO_RECIPES
@@ -187,16 +188,15 @@ def install(model_dir: Path, name: str, store_dtype: str = "float32", *, test_se
     meta = {k: v for k, v in meta.items() if k not in ("format", "package_version", "saved")}
     meta["zoo_name"] = name
     meta["stored_dtype"] = store_dtype
-    dtype = torch.float16 if store_dtype == "float16" else None
-    save_model_dir(dest, model, meta, dtype=dtype)
-    if test_set is not None:
-        shipped, _ = load_model_dir(dest)
+    save_model_dir(dest, model, meta, dtype=torch.float16 if store_dtype == "float16" else None)
+    if test_set is not None:   # only model.json changes: the weights are written once
+        shipped, stored = load_model_dir(dest)
         acc = collect_exit_outputs(shipped, test_set.images, device=device, desc="test (as stored)").accuracy(
             test_set.labels)
-        meta["accuracy_before_store"] = meta.get("accuracy")
-        meta["accuracy"] = {"split": "test", "n": len(test_set), "per_exit": [round(a, 4) for a in acc],
-                            "final": round(acc[-1], 4), "measured_from": f"the stored {store_dtype} weights"}
-        save_model_dir(dest, model, meta, dtype=dtype)
+        stored["accuracy_before_store"] = stored.get("accuracy")
+        stored["accuracy"] = {"split": "test", "n": len(test_set), "per_exit": [round(a, 4) for a in acc],
+                              "final": round(acc[-1], 4), "measured_from": f"the stored {store_dtype} weights"}
+        write_json(dest / META, stored)
     return dest
 
 
