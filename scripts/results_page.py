@@ -235,6 +235,16 @@ def defence_section() -> list:
 CHEAP = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
          "deepsloth-linf-class", "deepsloth-l1-universal", "deepsloth-l2-universal")
 SHIPPED = ("resnet56_sdn_cifar10", "mobilenet_sdn_cifar10")
+# the queue's order for a model's grid (scripts/train_queue.sh): cheap cells, then roughly cheapest first
+QUEUE_ORDER = CHEAP + ("uap-linf-universal", "pgd-max-linf-sample", "deepsloth-l1-sample", "deepsloth-l2-sample",
+                       "deepsloth-l1-class", "deepsloth-l2-class")
+
+
+def missing_cells(model: str) -> list:
+    """The grid cells of `model` not saved under docs/results/grid yet, in the queue's order."""
+    folder = RESULTS / "grid" / model
+    done = {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
+    return [c for c in QUEUE_ORDER if c not in done]
 
 
 def todo() -> list:
@@ -274,10 +284,15 @@ def main() -> None:
     ap.add_argument("--collect-tiny", type=Path, default=None,
                     help="copy comparison files from the Tiny ImageNet grid folder first")
     ap.add_argument("--todo", action="store_true", help="only print the queue steps whose results are not saved yet")
+    ap.add_argument("--missing", default=None, metavar="MODEL",
+                    help="only print MODEL's grid cells not saved yet, in the queue's order")
     ap.add_argument("--sweep", nargs="*", default=[], help="compute and save clean sweeps of these models first")
     args = ap.parse_args()
     if args.todo:
         print("\n".join(todo()))
+        return
+    if args.missing:
+        print("\n".join(missing_cells(args.missing)))
         return
     if args.collect:
         print(f"collected {collect(args.collect)} new or changed comparison files")

@@ -26,9 +26,13 @@ R=resnet56_sdn_cifar10
 M=mobilenet_sdn_cifar10
 GRID="deepsloth grid --n 1000 --out runs/grid --device cpu --model"
 CHEAP="clean pgd pgd-avg deepsloth-linf-sample deepsloth-linf-universal deepsloth-linf-class deepsloth-l1-universal deepsloth-l2-universal"
-# roughly cheapest first; scaled from the l_inf cells' times, on the ResNet-56 about 0.7 / 1.3 / 2.9 / 1.6 / 2.7 h for the last five (UAP
-# stops at a fooling rate of 0.8, so its time varies), about a quarter of that on the MobileNet
-EXPENSIVE="uap pgd-max deepsloth-l1-sample deepsloth-l2-sample deepsloth-l1-class deepsloth-l2-class"
+# The expensive cells, roughly cheapest first: scaled from the l_inf cells' fp32 times, on the ResNet-56 about
+# 0.7 / 1.3 / 2.9 / 1.6 / 2.7 h for pgd-max, l1-sample, l2-sample, l1-class, l2-class (UAP stops at a fooling rate
+# of 0.8, so its time varies), about a quarter of that on the MobileNet. `results_page.py --missing MODEL` lists a
+# model's unsaved cells in this order. VGG16-BN and ResNet-56 cells are crafted under bf16 autocast (--amp bf16,
+# docs/method.md §3.7: about 2.2x faster on this AMX CPU; their tables label them "bf16"); MobileNet's depthwise
+# convolutions gain nothing from bf16, so it stays fp32.
+missing() { python scripts/results_page.py --missing "$1"; }
 seed_grid() {   # cells already saved in docs/results/grid are copied into runs/grid, so they are skipped
   mkdir -p runs/grid && cp -rn docs/results/grid/*/ runs/grid/ 2>/dev/null; true
 }
@@ -65,7 +69,8 @@ step_grid-cheap() {
 }
 # issue 15: the VGG16-BN SDN (12 + 2 epochs, about 10 min per CNN epoch; the whole session), installed fp16.
 # Once shipped but below 90%: a further CNN stage warm-started from the shipped model's backbone (10 one-cycle
-# epochs, lr 0.05, about 100 min), new ICs (2 epochs), installed in its place (accuracy re-measured from fp16)
+# epochs, lr 0.05, under bf16 autocast: about 50 min), new ICs (2 epochs), installed in its place (accuracy
+# re-measured from fp16)
 step_vgg() {
   local V=vgg16bn_sdn_cifar10
   if [ ! -f src/deepsloth/zoo/$V/model.json ]; then
@@ -74,9 +79,9 @@ step_vgg() {
   fi
   run python scripts/export_backbone.py $V runs/vgg-more/cnn-shipped
   run deepsloth train --arch vgg16bn --mode cnn --from runs/vgg-more/cnn-shipped --recipe fast --epochs 10 --lr 0.05 \
-      --out runs/vgg-more/cnn2 --resume --device cpu
+      --out runs/vgg-more/cnn2 --resume --device cpu --amp bf16
   run deepsloth train --arch vgg16bn --mode ic-only --from runs/vgg-more/cnn2 --recipe fast --epochs 2 \
-      --out runs/vgg-more/sdn --resume --device cpu
+      --out runs/vgg-more/sdn --resume --device cpu --amp bf16
   [ -f runs/vgg-more/sdn/model.json ] && run python -c "from pathlib import Path; from deepsloth.data import \
 load_dataset; from deepsloth.experiments.zoo import install; install(Path('runs/vgg-more/sdn'), '$V', 'float16', \
 test_set=load_dataset('cifar10', 'test'))" && run python scripts/results_page.py --sweep $V
@@ -118,19 +123,19 @@ step_defence() {
   page --collect-defence runs/defence
 }
 # issue 13: the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class).
-# Several sessions: each finished cell is saved at once, so a rerun starts from the missing ones. The MobileNet
-# goes first (its whole grid fits about one session); a cell that outlasts a session (the ResNet-56's l_2
-# per-sample cell is about 2.9 h) needs a longer-lived machine or a GPU.
+# Several sessions: each finished cell is saved at once, so a rerun starts from the missing ones; a per-sample cell
+# keeps its finished batches in runs/grid. The MobileNet goes first (its whole grid fits about one session).
 step_grid-expensive() {
   seed_grid
-  for m in $M $R; do
-    for cell in $EXPENSIVE; do run $GRID $m --attacks $cell; page --collect runs/grid; done
-  done
+  for cell in $(missing $M); do run $GRID $M --attacks $cell; page --collect runs/grid; done
+  for cell in $(missing $R); do run $GRID $R --attacks $cell --amp bf16; page --collect runs/grid; done
 }
-# issues 13 + 15: the whole grid on the VGG16-BN SDN
+# issues 13 + 15: the rest of the grid on the VGG16-BN SDN (its first five cells were crafted in fp32)
 step_vgg-grid() {
   seed_grid
-  for cell in $CHEAP $EXPENSIVE; do run $GRID vgg16bn_sdn_cifar10 --attacks $cell; page --collect runs/grid; done
+  for cell in $(missing vgg16bn_sdn_cifar10); do
+    run $GRID vgg16bn_sdn_cifar10 --attacks $cell --amp bf16; page --collect runs/grid
+  done
 }
 
 steps=("$@")

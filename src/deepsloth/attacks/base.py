@@ -90,6 +90,7 @@ class Attack:
         self.seed = check_seed(seed)
         self.device = torch.device(device) if device is not None else model_device(model)
         self.normalization: Optional[tuple] = None   # (mean, std) the model expects, if any
+        self.amp: Optional[str] = None   # "bf16": the model's forwards under bf16 autocast (deepsloth.precision)
 
     def set_normalization_used(self, mean, std) -> "Attack":
         """The model expects (x - mean) / std (per channel); the attack keeps working in [0, 1]
@@ -140,14 +141,20 @@ class Attack:
 
     def logits(self, x: torch.Tensor, need="all") -> List[torch.Tensor]:
         """The model's exit logits; with `need` "final" or an exit index, only that part of the
-        network runs when the model offers `forward_exits` (see objectives.exits_needed)."""
+        network runs when the model offers `forward_exits` (see objectives.exits_needed).
+        With `amp` set the model runs under bf16 autocast and the logits come back as fp32."""
         if self.normalization is not None:
             m, s = self.normalization
             x = (x - m.to(x.device)) / s.to(x.device)
         partial = getattr(self.model, "forward_exits", None)
-        if need != "all" and partial is not None:
-            return as_logits(partial(x, need))
-        return as_logits(self.model(x))
+        if self.amp is None:
+            if need != "all" and partial is not None:
+                return as_logits(partial(x, need))
+            return as_logits(self.model(x))
+        from ..precision import autocast
+        with autocast(x.device, self.amp):
+            out = as_logits(partial(x, need) if need != "all" and partial is not None else self.model(x))
+        return [o.float() for o in out]
 
     def input_grad(self, x: torch.Tensor, objective: Objective,
                    labels: Optional[torch.Tensor], reduction: str = "sum") -> torch.Tensor:

@@ -13,6 +13,11 @@ not part of a spec: it is given per run. Names accepted wherever an attack is na
 audit, grid, training): a base name (`deepsloth`, `pgd`, `pgd-avg`, `pgd-max`, `uap`) with
 `norm=` / `scope=`, or a cell name `<attack>-<norm>-<scope>` such as `deepsloth-linf-class`,
 or a short form that leaves out the defaults (`deepsloth-universal`, `deepsloth-l2`).
+
+Every attack also takes `amp="bf16"`: its forward and backward passes run under bf16 autocast
+(`deepsloth.precision`; about 2x faster crafting on AMX CPUs for VGG16-BN and ResNet-56), the
+perturbation, projections and outputs stay fp32. It is part of the spec (a different id), and
+recorded only when set, so fp32 specs keep their ids.
 """
 from __future__ import annotations
 
@@ -94,8 +99,9 @@ class AttackSpec:
 
     @property
     def label(self) -> str:
+        amp = f", {self.params['amp']}" if self.params.get("amp") else ""   # crafted under autocast
         return (f"{LABELS.get(self.attack, self.attack)} ({SCOPE_LABELS.get(self.scope, self.scope)}, "
-                f"{NORM_LABELS.get(self.norm, self.norm)})")
+                f"{NORM_LABELS.get(self.norm, self.norm)}{amp})")
 
     def to_dict(self) -> Dict[str, Any]:
         return {"attack": self.attack, "norm": self.norm, "scope": self.scope, "params": dict(self.params)}
@@ -132,19 +138,34 @@ ALLOWED: Dict[Tuple[str, str], set] = {
 
 def _build(attack: str, norm: str, scope: str, model: nn.Module, params: Dict[str, Any], seed: int,
            device=None):
+    from ..precision import check_amp
     from .deepsloth import DeepSloth
     from .pgd import PGD
     from .uap import UAP
 
+    params = dict(params)
+    amp = check_amp(params.pop("amp", None))
     if attack in PGD_OBJECTIVE:
-        return PGD(model, objective=PGD_OBJECTIVE[attack], norm=norm, seed=seed, device=device, **params)
-    if attack == "uap":
-        return UAP(model, norm=norm, seed=seed, device=device, **params)
-    return DeepSloth(model, norm=norm, scope=scope, seed=seed, device=device, **params)
+        atk = PGD(model, objective=PGD_OBJECTIVE[attack], norm=norm, seed=seed, device=device, **params)
+    elif attack == "uap":
+        atk = UAP(model, norm=norm, seed=seed, device=device, **params)
+    else:
+        atk = DeepSloth(model, norm=norm, scope=scope, seed=seed, device=device, **params)
+    atk.amp = amp
+    return atk
 
 
 def _resolved_params(atk) -> Dict[str, Any]:
-    """Constructor keyword arguments that rebuild `atk` exactly (every default filled in)."""
+    """Constructor keyword arguments that rebuild `atk` exactly (every default filled in); `amp`
+    only when set, so that the ids of fp32 specs stay what they were."""
+    p = _constructor_params(atk)
+    p.pop("amp", None)
+    if getattr(atk, "amp", None):
+        p["amp"] = atk.amp
+    return p
+
+
+def _constructor_params(atk) -> Dict[str, Any]:
     from .deepsloth import DeepSloth
     from .pgd import PGD
 
@@ -169,7 +190,7 @@ def _resolved_params(atk) -> Dict[str, Any]:
             p.update(preset=atk.preset, n_images=r["n_images"], batch_size=r["batch_size"], epochs=r["epochs"])
         return p
     cfg = atk.config()
-    return {k: v for k, v in cfg.items() if k not in ("attack", "norm", "seed")}
+    return {k: v for k, v in cfg.items() if k not in ("attack", "norm", "seed", "amp")}
 
 
 def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, scope: Optional[str] = None,
@@ -187,7 +208,7 @@ def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, sc
         params.setdefault("dataset", dataset)
     if attack == "uap":
         params.pop("dataset", None)
-    unknown = sorted(set(params) - ALLOWED[(attack, scope)])
+    unknown = sorted(set(params) - ALLOWED[(attack, scope)] - {"amp"})   # amp: every attack (deepsloth.precision)
     if unknown:
         raise DeepslothError(f"{attack} ({SCOPE_LABELS[scope]}) takes no option {', '.join(unknown)}; it takes "
                              f"{', '.join(sorted(ALLOWED[(attack, scope)]))}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import DeepslothError
+from .attack import add_amp
 from .common import (DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, nonempty, positive_int,
                      print_json,
                      writable_dir)
@@ -29,7 +30,7 @@ def run(args) -> int:
     plans = []
     for model in args.model:
         ctx = context_from(args, model, device=dist.device)
-        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset)))
+        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset, amp=args.amp)))
     names = [ctx.name for ctx, _ in plans]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -55,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("--attacks", nargs="+", default=["all"],
                    help="all, or attack names (deepsloth = every DeepSloth cell; cells like deepsloth-l2-class)")
     p.add_argument("--norms", nargs="+", default=None, choices=("linf", "l2", "l1"), help="keep only these norms")
+    add_amp(p)
     add_seed(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
     p.add_argument("--out", default=DEFAULT_RESULTS, type=nonempty,

@@ -33,7 +33,8 @@ def run_train(args) -> int:
     name = zoo_target(args.name, args.dataset)
     writable_dir(args.out or f"runs/{name}")   # before any work
     train_zoo_model(args.name, out=args.out, recipe=args.recipe, device=args.device, data_root=args.data_root,
-                    install_it=args.install, dataset=args.dataset, epochs=args.epochs, ic_epochs=args.ic_epochs)
+                    install_it=args.install, dataset=args.dataset, epochs=args.epochs, ic_epochs=args.ic_epochs,
+                    amp=args.amp)
     return 0
 
 
@@ -76,6 +77,8 @@ def register(sub) -> None:
     pt.add_argument("--ic-epochs", type=positive_int, default=None, help="IC-only epochs")
     pt.add_argument("--out", default=None, type=nonempty, help="work directory (default: runs/<name>); resumable")
     pt.add_argument("--install", action="store_true", help="copy the result into the package zoo")
+    pt.add_argument("--amp", choices=["off", "bf16"], default=None,
+                    help="bf16: train under bf16 autocast (about 2x faster on AMX CPUs and GPUs; default: the recipe's)")
     add_device(pt)
     add_data_root(pt)
     pt.set_defaults(func=run_train)

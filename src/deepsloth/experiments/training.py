@@ -53,6 +53,7 @@ class TrainConfig:
     adv_share: float = 1.0
     adv_fast: bool = False
     sync_bn: bool = False
+    amp: Optional[str] = None       # "bf16": forwards under bf16 autocast (deepsloth.precision)
     device: str = "auto"
     data_root: Optional[str] = None
 
@@ -176,7 +177,7 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
                              num_classes=meta["num_classes"])
     return train_model(model, mode=cfg.mode, recipe=recipe, train_set=train_set, test_set=test_set, out_dir=out,
                        meta=meta, seed=cfg.seed, device=device, resume=cfg.resume, log=log,
-                       adversarial=adversarial, dist=dist, sync_bn=cfg.sync_bn)
+                       adversarial=adversarial, dist=dist, sync_bn=cfg.sync_bn, amp=cfg.amp)
 
 
 __all__ = ["TrainConfig", "run_training", "fraction_indices", "subset_dataset", "check_classes"]

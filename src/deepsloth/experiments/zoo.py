@@ -107,13 +107,14 @@ def zoo_target(name: str, dataset: Optional[str] = None) -> str:
 def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Optional[str] = None,
                     device: str = "auto", data_root: Optional[str] = None, install_it: bool = False,
                     dataset: Optional[str] = None, epochs: Optional[int] = None, ic_epochs: Optional[int] = None,
-                    log: Callable[[str], None] = print) -> Path:
+                    amp: Optional[str] = None, log: Callable[[str], None] = print) -> Path:
     """Run (or resume) every stage of a zoo recipe; returns the SDN directory.
 
     `dataset` other than the recipe's trains the same architecture on that dataset (for example
     the paper's Tiny ImageNet models: `dataset="tinyimagenet"`), by default with the paper's
     schedule (`recipe="paper"`, docs/method.md §3); `epochs` / `ic_epochs` replace the CNN
-    stages by one stage of that many epochs and set the IC-only epochs."""
+    stages by one stage of that many epochs and set the IC-only epochs. `amp="bf16"` trains every
+    stage under bf16 autocast (`deepsloth.precision`; default: the recipe's own `amp`, else fp32)."""
     base_name = find_recipe(name)
     spec = dict(ZOO_RECIPES[base_name])
     name = zoo_target(base_name, dataset)
@@ -122,6 +123,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         recipe = recipe or "paper"
     device = resolve_device(device)
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
+    amp = amp if amp is not None else spec.get("amp")
     out = Path(out or f"runs/{name}")
     sdn_dir = out / "sdn"
     train_set = load_dataset(dataset, "train", data_root)
@@ -150,7 +152,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
                 model, parent_meta = load_model_dir(prev_dir)
                 meta = dict(base, parent=parent_record(prev_dir, parent_meta))
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
-                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True)
+                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True, amp=amp)
         prev_dir = stage_dir
     avg = spec.get("average") if not recipe and epochs is None else None
     if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
@@ -165,7 +167,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     r = default_recipe(arch, "ic-only", ic_stage["recipe"], epochs=ic_stage.get("epochs"), lr=ic_stage.get("lr"))
     meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))
     train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
-                test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True)
+                test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True, amp=amp)
     log(f"trained {name}: {sdn_dir}")
     if install_it:
         install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)

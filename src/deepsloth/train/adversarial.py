@@ -96,8 +96,8 @@ class AdversarialTraining:
 
     def loss(self, outs: List[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         if self.mode == "cnn":
-            return F.cross_entropy(outs[-1], y)
-        return sum(F.cross_entropy(o, y) for o in outs)
+            return F.cross_entropy(outs[-1].float(), y)
+        return sum(F.cross_entropy(o.float(), y) for o in outs)
 
 
 __all__ = ["AdversarialTraining", "ADV_CHOICES", "PAPER_AT"]

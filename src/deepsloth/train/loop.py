@@ -23,6 +23,7 @@ from ..io import exclusive
 from ..exits.cost import measure_exit_costs
 from ..exits.forward import as_exit_list, collect_exit_outputs
 from ..models.io import save_model_dir
+from ..precision import autocast, check_amp
 from ..progress import progress
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .recipes import MODES, Recipe
@@ -58,6 +59,7 @@ def make_loss(mode: str, recipe: Recipe, costs: Optional[List[float]]) -> Callab
     ls = recipe.label_smoothing
 
     def loss_fn(outs: List[torch.Tensor], y: torch.Tensor, epoch: int) -> torch.Tensor:
+        outs = [o.float() for o in outs]   # a no-op in fp32; bf16 logits under --amp
         if mode == "cnn":
             return F.cross_entropy(outs[-1], y, label_smoothing=ls)
         if mode == "ic-only":
@@ -80,7 +82,7 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
                 out_dir: Path, meta: Dict[str, Any], seed: int = 0, device: torch.device = torch.device("cpu"),
                 resume: bool = False, channels_last: Optional[bool] = None,
                 log: Callable[[str], None] = print, adversarial=None, dist=None,
-                sync_bn: bool = False) -> Dict[str, Any]:
+                sync_bn: bool = False, amp: Optional[str] = None) -> Dict[str, Any]:
     """Train `model` and write a model directory to `out_dir`; returns the saved metadata.
 
     `meta` holds what describes the model (arch, dataset, ...); this adds the recipe, seed,
@@ -92,6 +94,8 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
     same learning rates), gradients are averaged, and only rank 0 writes checkpoints, the model
     directory and logs. `sync_bn` (CUDA only) turns BatchNorm into SyncBatchNorm so that statistics
     cover the global batch; without it each rank normalises its own slice, as usual with DDP.
+    `amp="bf16"` runs the training forwards under bf16 autocast (`deepsloth.precision`); a run
+    resumes only with the precision it was started with.
     """
     from contextlib import nullcontext
 
@@ -111,19 +115,20 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
     world = dist.world if dist is not None else 1
     if recipe.batch_size % world:
         raise DeepslothError(f"the batch size {recipe.batch_size} must divide evenly over {world} processes")
+    amp = check_amp(amp)
     if sync_bn and device.type != "cuda":
         raise DeepslothError("SyncBatchNorm needs CUDA; on CPU each rank keeps its own BatchNorm statistics")
     lock = exclusive(out_dir / "training", f"the training run in {out_dir}") if main else nullcontext()
     with lock:
         return _train(model, mode=mode, recipe=recipe, train_set=train_set, test_set=test_set, out_dir=out_dir,
                       meta=meta, seed=seed, device=device, resume=resume, channels_last=channels_last, log=log,
-                      adversarial=adversarial, dist=dist, sync_bn=sync_bn)
+                      adversarial=adversarial, dist=dist, sync_bn=sync_bn, amp=amp)
 
 
 def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, test_set: Optional[Dataset],
            out_dir: Path, meta: Dict[str, Any], seed: int, device: torch.device, resume: bool,
            channels_last: Optional[bool], log: Callable[[str], None], adversarial=None, dist=None,
-           sync_bn: bool = False) -> Dict[str, Any]:
+           sync_bn: bool = False, amp: Optional[str] = None) -> Dict[str, Any]:
     from ..attacks.base import derive_seed
 
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
@@ -162,6 +167,9 @@ def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, t
             if info.get("recipe") != recipe.to_dict() or info.get("mode") != mode or info.get("adversarial") != adv_rec:
                 raise DeepslothError(f"{out_dir} holds a checkpoint of a different run "
                                      f"(recipe, mode or adversarial recipe differ); use another --out or drop --resume")
+            if info.get("amp") != amp:
+                raise DeepslothError(f"{out_dir} holds a checkpoint made with --amp {info.get('amp') or 'off'}; "
+                                     f"resume it with the same --amp")
             start_epoch, history, elapsed = info["epoch"], info["history"], info.get("elapsed_s", 0.0)
             log(f"resuming from epoch {start_epoch}/{recipe.epochs}")
     elif (out_dir / "checkpoint.json").exists():
@@ -184,11 +192,12 @@ def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, t
             if world > 1:   # this rank's slice of the global batch
                 b = len(y) // world
                 x, y = x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]
-            outs = as_exit_list(net(x))
-            loss = loss_fn(outs, y, epoch)
-            if adversarial is not None:   # crafted on the current model in eval mode, modes restored after
-                x_adv, y_adv = adversarial.inputs(model, x, y, seed=derive_seed(seed, "adv", epoch, step, rank))
-                loss = loss + adversarial.loss(as_exit_list(net(x_adv)), y_adv)
+            with autocast(device, amp):
+                outs = as_exit_list(net(x))
+                loss = loss_fn(outs, y, epoch)
+                if adversarial is not None:   # crafted on the current model in eval mode, modes restored after
+                    x_adv, y_adv = adversarial.inputs(model, x, y, seed=derive_seed(seed, "adv", epoch, step, rank))
+                    loss = loss + adversarial.loss(as_exit_list(net(x_adv)), y_adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -212,7 +221,8 @@ def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, t
         if main:
             save_checkpoint(out_dir, model, opt, {"epoch": epoch + 1, "mode": mode, "recipe": recipe.to_dict(),
                                                   "history": history, "elapsed_s": elapsed, "seed": seed,
-                                                  "adversarial": adversarial.record() if adversarial else None})
+                                                  "adversarial": adversarial.record() if adversarial else None,
+                                                  "amp": amp})
         if dist is not None:
             dist.barrier()   # a resumed run finds the checkpoint of the last epoch every rank finished
 
@@ -228,6 +238,8 @@ def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, t
                  "data_source": train_set.source})
     if adversarial is not None:
         full["adversarial"] = adversarial.record()
+    if amp:
+        full["amp"] = amp
     if world > 1:
         full["distributed"] = {"world_size": world, "backend": dist.backend, "sync_bn": sync_bn}
     if mode != "cnn":
