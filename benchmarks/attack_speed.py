@@ -14,8 +14,12 @@ the backbone's forward and backward to the input, no internal classifiers; targe
 torchattacks' PGD on `exit_view(model)` against ours (when torchattacks is installed), plus the
 saving of the exit-aware forward over running the whole SDN at every step.
 
-    python benchmarks/attack_speed.py [--model DIR|zoo-name] [--batch 128] [--steps 10]
-                                      [--repeats 3] [--threads N] [--device auto]
+With `--amp` it prints only the speed-up of crafting under bf16 autocast (`--amp bf16` on `attack`
+and `grid`, docs/method.md §3.7): the same DeepSloth step in fp32 and in bf16 on a channels-last
+model (as `attack` and `grid` run it on CPU), fp32_time / bf16_time.
+
+    python benchmarks/attack_speed.py [--model DIR|zoo-name] [--arch resnet56] [--batch 128] [--steps 10]
+                                      [--repeats 3] [--threads N] [--device auto] [--amp]
 """
 from __future__ import annotations
 
@@ -69,6 +73,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     ap.add_argument("--no-pgd", action="store_true", help="skip the final-exit PGD comparison")
+    ap.add_argument("--arch", default="resnet56", help="architecture of the untrained SDN when --model is not given")
+    ap.add_argument("--amp", action="store_true", help="only: DeepSloth step in fp32 vs under bf16 autocast")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,11 +85,14 @@ def main() -> None:
         size, what = int(meta.get("input_size") or 32), f"{args.model} ({meta.get('arch')}, {meta.get('dataset')})"
     else:
         from deepsloth.models import create_model
-        model = create_model("resnet56", "cifar10", sdn=True, seed=0).to(device)
-        size, what = 32, "ResNet-56 SDN, CIFAR-10 shape, untrained weights"
+        model = create_model(args.arch, "cifar10", sdn=True, seed=0).to(device)
+        size, what = 32, f"{args.arch} SDN, CIFAR-10 shape, untrained weights"
     model.eval()
     x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     atk = DeepSloth(model, norm="linf", steps=args.steps, seed=0)
+    if args.amp:
+        amp_report(model, x, atk, args, device, what)
+        return
 
     def ours():
         atk(x)
@@ -118,6 +127,24 @@ def main() -> None:
         print(f"  ratio naive/ours = {med['naive'] / med['ours']:.3f}  (naive: parameter gradients on, loss.backward())")
     if not args.no_pgd:
         pgd_report(model, x, args, device)
+
+
+def amp_report(model, x, atk, args, device, what) -> None:
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    bf = DeepSloth(model, norm="linf", steps=args.steps, seed=0)
+    bf.amp = "bf16"
+    atk(x[:8])
+    bf(x[:8])   # warm-up of both kernel sets
+    times = {"fp32": [], "bf16": []}
+    for _ in range(args.repeats):
+        times["fp32"].append(timed(lambda: atk(x), device) / args.steps)
+        times["bf16"].append(timed(lambda: bf(x), device) / args.steps)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"DeepSloth l_inf per-sample step on {what}: batch {args.batch}, {args.steps} steps x "
+          f"{args.repeats} repeats, {device}, {torch.get_num_threads()} threads, channels-last on CPU")
+    print(f"  ratio fp32/bf16 = {med['fp32'] / med['bf16']:.3f}  (the speed-up of --amp bf16)")
 
 
 def pgd_report(model, x, args, device) -> None:
