@@ -91,9 +91,10 @@ step_tiny() {
   imported tinyimagenet || \
     deepsloth data import tinyimagenet ../shared/data/tiny-imagenet-200-subset.zip
   for a in mobilenet resnet56; do
+    amp=off; [ $a = resnet56 ] && amp=bf16   # bf16 autocast pays off for ResNet-56 only (docs/method.md §3.7)
     run deepsloth zoo train $a --dataset tinyimagenet --recipe fast --epochs 4 --ic-epochs 1 \
-        --out runs/tiny/$a --device cpu
-    run deepsloth grid --model runs/tiny/$a/sdn --n 500 --out runs/tiny-grid --device cpu \
+        --out runs/tiny/$a --device cpu --amp $amp
+    run deepsloth grid --model runs/tiny/$a/sdn --n 500 --out runs/tiny-grid --device cpu --amp $amp \
         --attacks clean pgd deepsloth-linf-sample deepsloth-linf-universal
     page --collect-tiny runs/tiny-grid
   done
