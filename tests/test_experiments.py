@@ -267,6 +267,18 @@ def test_report_rows_from_fixture_directory(tmp_path):
     assert (tmp_path / "eec_grid.png").stat().st_size > 10_000
 
 
+def test_eec_grid_layout_puts_rad_budgets_side_by_side_when_there_is_one_norm():
+    from deepsloth.experiments.figures import eec_panels
+
+    two = {"5": (0.8, 0.5, 0.5, 0.88, 0.5, 1.0), "15": (0.7, 0.6, 0.6, 0.8, 0.4, 1.0)}
+    linf = {n: {"clean": _record(n, "clean", 0.9, two),
+                "ds": _record(n, "deepsloth-linf-sample", 0.8, two)} for n in ("a", "b")}
+    assert eec_panels(linf) == [("a", [("5", "linf"), ("15", "linf")]), ("b", [("5", "linf"), ("15", "linf")])]
+    linf["b"]["l2"] = _record("b", "deepsloth-l2-universal", 0.8, two)
+    assert eec_panels(linf) == [("a", [("5", "linf")]), ("a", [("15", "linf")]),
+                                ("b", [("5", "linf"), ("5", "l2")]), ("b", [("15", "linf"), ("15", "l2")])]
+
+
 def test_grid_cells_and_report_end_to_end(setup, tmp_path, capsys):
     assert [s.cell for s in grid_specs("all")][:4] == ["pgd-linf-sample", "pgd-avg-linf-sample",
                                                       "pgd-max-linf-sample", "uap-linf-universal"]

@@ -9,7 +9,7 @@ curve's efficacy.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..io import atomic_path
 from ..metrics.efficacy import eec_curve
@@ -53,23 +53,32 @@ def _eec_axes(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int = 130) -> Path:
-    path = Path(path)
-    panels = []   # (model, rad, norm)
+def eec_panels(models: Dict[str, Dict[str, dict]]) -> List[Tuple[str, List[Tuple[str, str]]]]:
+    """The EEC grid's rows: (model, [(RAD budget, norm) per column]). One row per (model, RAD
+    budget) with a column per norm; when every model has one norm only, one row per model with a
+    column per RAD budget (a single tall column reads badly)."""
+    layout = {}
     for name, cells in models.items():
         rads = sorted({k for rec in cells.values() for k in rec["rad"]}, key=float)
         norms = [n for n in ("linf", "l2", "l1")
                  if any((rec.get("attack") or {}).get("norm") == n for rec in cells.values())] or ["linf"]
-        for k in rads:
-            panels.append((name, k, norms))
-    cols = max(len(p[2]) for p in panels)
+        layout[name] = (rads, norms)
+    if all(len(norms) == 1 for _, norms in layout.values()):
+        return [(name, [(k, norms[0]) for k in rads]) for name, (rads, norms) in layout.items()]
+    return [(name, [(k, n) for n in norms]) for name, (rads, norms) in layout.items() for k in rads]
+
+
+def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int = 130) -> Path:
+    path = Path(path)
+    panels = eec_panels(models)
+    cols = max(len(p[1]) for p in panels)
     entries = max(sum(1 for rec in cells.values() if (rec.get("attack") or {}).get("norm", n) == n)
                   for cells in models.values() for n in ("linf", "l2", "l1"))
     fig = _figure(len(panels), cols, h=3.3 + 0.15 * entries)
-    for r, (name, k, norms) in enumerate(panels):
+    for r, (name, row) in enumerate(panels):
         cells = models[name]
         surrogates = sorted({rec["transfer"]["surrogate"]["name"] for rec in cells.values() if rec.get("transfer")})
-        for c, norm in enumerate(norms):
+        for c, (k, norm) in enumerate(row):
             ax = fig.add_subplot(len(panels), cols, r * cols + c + 1)
             for cell, rec in cells.items():
                 spec = rec.get("attack")
@@ -138,4 +147,4 @@ def _name(classes: Optional[Sequence[str]], i: int) -> str:
     return classes[i] if classes and 0 <= i < len(classes) else str(i)
 
 
-__all__ = ["plot_eec_grid", "plot_examples"]
+__all__ = ["eec_panels", "plot_eec_grid", "plot_examples"]
