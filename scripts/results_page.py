@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from deepsloth.experiments.report import (group_by_model, load_results, summary_row, summary_table, table,  # noqa: E402
                                          write_report)
 from deepsloth.data import CIFAR10_CLASSES as CIFAR10  # noqa: E402
+from deepsloth.experiments.grid import ALL_CELLS  # noqa: E402
 from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
 
 
@@ -271,36 +272,36 @@ QUEUE_ORDER = CHEAP + ("uap-linf-universal", "pgd-max-linf-sample", "deepsloth-l
                        "deepsloth-l1-class", "deepsloth-l2-class")
 
 
-def missing_cells(model: str) -> list:
-    """The grid cells of `model` not saved under docs/results/grid yet, in the queue's order."""
-    folder = RESULTS / "grid" / model
-    done = {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
-    return [c for c in QUEUE_ORDER if c not in done]
+def saved_cells(folder: Path) -> set:
+    """The cells of the comparison records saved in `folder` (none when it does not exist)."""
+    return {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
+
+
+def missing_cells(done: set, order=QUEUE_ORDER) -> list:
+    """The grid cells not in `done`, in `order` (the queue's, or the library's ALL_CELLS)."""
+    return [c for c in order if c not in done]
 
 
 def todo() -> list:
     """The queue steps (scripts/train_queue.sh) whose results are not saved under docs/results/ yet."""
-    def cells(folder):
-        return {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
     tr = load_results(RESULTS / "transfer") if (RESULTS / "transfer").is_dir() else []
     scen = lambda name: {(r["scenario"].get("fraction_percent"), r["scenario"].get("shared"))   # noqa: E731
                          for r in tr if (r.get("scenario") or {}).get("name") == name}
     vgg = ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json"   # done once at 90%
-    all_cells = set(CHEAP) | {"pgd-max-linf-sample", "uap-linf-universal"} | {
-        f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1") for s in ("sample", "universal", "class")}
+    all_cells = {"clean", *ALL_CELLS}
     steps = {
         "transfer": len([r for r in tr if "scenario" not in r]) >= 4,
         "scenario2": len(scen("scenario2")) >= 3,
         "scenario1": len(scen("scenario1")) >= 4,
         "represent": (RESULTS / "represent" / "represent.json").is_file() and
         json.loads((RESULTS / "represent" / "represent.json").read_text())["data"]["n"] >= 500,
-        "grid-cheap": all(set(CHEAP) <= cells(RESULTS / "grid" / m) for m in SHIPPED),
+        "grid-cheap": all(set(CHEAP) <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
         "vgg": vgg.is_file() and json.loads(vgg.read_text())["accuracy"]["final"] >= 0.90,
-        "tiny": bool(cells(RESULTS / "tiny")),
+        "tiny": bool(saved_cells(RESULTS / "tiny")),
         "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
         else False,
-        "grid-expensive": all(all_cells <= cells(RESULTS / "grid" / m) for m in SHIPPED),
-        "vgg-grid": all_cells <= cells(RESULTS / "grid" / "vgg16bn_sdn_cifar10"),
+        "grid-expensive": all(all_cells <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
+        "vgg-grid": all_cells <= saved_cells(RESULTS / "grid" / "vgg16bn_sdn_cifar10"),
     }
     return [k for k, done in steps.items() if not done]
 
@@ -323,7 +324,7 @@ def main() -> None:
         print("\n".join(todo()))
         return
     if args.missing:
-        print("\n".join(missing_cells(args.missing)))
+        print("\n".join(missing_cells(saved_cells(RESULTS / "grid" / args.missing))))
         return
     if args.collect:
         print(f"collected {collect(args.collect)} new or changed comparison files")
@@ -354,10 +355,8 @@ def main() -> None:
                   (grid / "tables.md").read_text(), "One row per model at RAD 5% (`deepsloth report`'s summary):", "",
                   (grid / "summary.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
                   "### The paper's headline shape", ""] + headline(models) + [""]
-        missing = {name: [c for c in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample",
-                                      "uap-linf-universal") + tuple(f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1")
-                                                                    for s in ("sample", "universal", "class"))
-                           if c not in {r["cell"] for r in cells.values()}] for name, cells in models.items()}
+        missing = {name: missing_cells({r["cell"] for r in cells.values()}, ALL_CELLS)
+                   for name, cells in models.items()}
         if any(missing.values()):
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]

@@ -97,3 +97,19 @@ def synthetic_sdn(base: Path, n_train: int, n_test: int, *, model_dir: Path = No
     root = base / "data"
     write_dataset("cifar10", root, {"train": split(n_train), "test": split(n_test)}, CIFAR10_CLASSES, "synthetic")
     return root, model_dir, model
+
+
+def synthetic_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """A synthetic CIFAR-10 cache at `root`: seeded random uint8 images, labels 0..9 in turn
+    (for training tests that need data of the right shape, not a learnable task)."""
+    import torch
+    from deepsloth.data import CIFAR10_CLASSES
+    from deepsloth.data.cache import write_dataset
+
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n) % 10
+
+    write_dataset("cifar10", root, {"train": split(n_train), "test": split(n_test)}, CIFAR10_CLASSES, "synthetic")
+    return root

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import synthetic_cifar10
 from torch import nn
 
-from deepsloth.data import CIFAR10_CLASSES
-from deepsloth.data.cache import write_dataset
 from deepsloth.experiments.training import TrainConfig, run_training
 from deepsloth.models import create_model
 from deepsloth.models.io import load_model_dir, save_model_dir
@@ -21,9 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("adv")
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n) % 10)
-    write_dataset("cifar10", base / "data", {"train": split(32), "test": split(8)}, CIFAR10_CLASSES, "synthetic")
+    synthetic_cifar10(base / "data", 32, 8)
     cnn = create_model("resnet56", "cifar10", sdn=False, seed=0)
     save_model_dir(base / "cnn", cnn, {"arch": "resnet56", "dataset": "cifar10", "mode": "cnn", "num_classes": 10,
                                        "input_size": 32})

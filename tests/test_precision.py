@@ -8,10 +8,9 @@ import json
 
 import pytest
 import torch
+from conftest import synthetic_cifar10
 
 from deepsloth.cli.main import main
-from deepsloth.data import CIFAR10_CLASSES
-from deepsloth.data.cache import write_dataset
 from deepsloth.errors import DeepslothError
 from deepsloth.experiments.training import TrainConfig, run_training
 from deepsloth.models import create_model
@@ -24,11 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    base = tmp_path_factory.mktemp("amp")
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n) % 10)
-    write_dataset("cifar10", base, {"train": split(32), "test": split(8)}, CIFAR10_CLASSES, "synthetic")
-    return base
+    return synthetic_cifar10(tmp_path_factory.mktemp("amp"), 32, 8)
 
 
 def cfg(data, out, **kw):

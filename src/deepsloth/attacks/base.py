@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data.augment import to_float01  # noqa: F401  (re-exported)
+from ..precision import autocast
 from .objectives import Objective, as_logits, exits_needed
 
 
@@ -147,14 +148,9 @@ class Attack:
             m, s = self.normalization
             x = (x - m.to(x.device)) / s.to(x.device)
         partial = getattr(self.model, "forward_exits", None)
-        if self.amp is None:
-            if need != "all" and partial is not None:
-                return as_logits(partial(x, need))
-            return as_logits(self.model(x))
-        from ..precision import autocast
         with autocast(x.device, self.amp):
             out = as_logits(partial(x, need) if need != "all" and partial is not None else self.model(x))
-        return [o.float() for o in out]
+        return out if self.amp is None else [o.float() for o in out]
 
     def input_grad(self, x: torch.Tensor, objective: Objective,
                    labels: Optional[torch.Tensor], reduction: str = "sum") -> torch.Tensor:

@@ -159,7 +159,6 @@ def _resolved_params(atk) -> Dict[str, Any]:
     """Constructor keyword arguments that rebuild `atk` exactly (every default filled in); `amp`
     only when set, so that the ids of fp32 specs stay what they were."""
     p = _constructor_params(atk)
-    p.pop("amp", None)
     if getattr(atk, "amp", None):
         p["amp"] = atk.amp
     return p

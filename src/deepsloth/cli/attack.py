@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, emit, model_dataset,
-                     nonempty,
+from .common import (AMP_CHOICES, DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, emit,
+                     model_dataset, nonempty,
                      positive_int, positive_number, writable_dir)
 from .text import print_comparison
 
@@ -80,7 +80,7 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_amp(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--amp", default="off", choices=("off", "bf16"),
+    p.add_argument("--amp", default="off", choices=AMP_CHOICES,
                    help="bf16: craft under bf16 autocast (about 2x faster for VGG16-BN / ResNet-56 on AMX CPUs and "
                         "on GPUs; none for MobileNet on CPU); part of the attack spec. Evaluation stays fp32")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_data_root, add_device, add_seed, nonempty, nonneg_int, positive_float, positive_int,
-                     positive_number, writable_dir)
+from .common import (AMP_CHOICES, add_data_root, add_device, add_seed, nonempty, nonneg_int, positive_float,
+                     positive_int, positive_number, writable_dir)
 
 MODES = ("cnn", "ic-only", "sdn")
 ADV = ("pgd", "pgd-avg", "pgd-max", "deepsloth", "mixed")
-AMP = ("off", "bf16")   # deepsloth.precision (kept here so that --help does not import torch)
 
 
 def run(args) -> int:
@@ -77,7 +76,7 @@ def register(sub) -> None:
                    help="PGD as one step of 1.25 eps from a random start ('fast adversarial training'): ~steps x "
                         "cheaper, a weaker attack during training")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: SyncBatchNorm over the global batch")
-    p.add_argument("--amp", default="off", choices=AMP,
+    p.add_argument("--amp", default="off", choices=AMP_CHOICES,
                    help="bf16: forward passes under bf16 autocast, about 2x faster on AMX CPUs and on GPUs "
                         "(weights, optimiser and evaluation stay fp32)")
     add_device(p)

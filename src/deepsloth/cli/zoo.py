@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_root, add_device, add_json, nonempty, positive_int, print_json, writable_dir
+from .common import (AMP_CHOICES, add_data_root, add_device, add_json, nonempty, positive_int, print_json,
+                     writable_dir)
 
 
 def run_list(args) -> int:
@@ -77,7 +78,7 @@ def register(sub) -> None:
     pt.add_argument("--ic-epochs", type=positive_int, default=None, help="IC-only epochs")
     pt.add_argument("--out", default=None, type=nonempty, help="work directory (default: runs/<name>); resumable")
     pt.add_argument("--install", action="store_true", help="copy the result into the package zoo")
-    pt.add_argument("--amp", choices=["off", "bf16"], default=None,
+    pt.add_argument("--amp", choices=AMP_CHOICES, default=None,
                     help="bf16: train under bf16 autocast (about 2x faster on AMX CPUs and GPUs; default: the recipe's)")
     add_device(pt)
     add_data_root(pt)
