@@ -14,6 +14,7 @@ records written by `deepsloth transfer`, its scenarios included) and docs/result
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -272,9 +273,33 @@ QUEUE_ORDER = CHEAP + ("uap-linf-universal", "pgd-max-linf-sample", "deepsloth-l
                        "deepsloth-l1-class", "deepsloth-l2-class")
 
 
+@functools.lru_cache(maxsize=None)
+def shipped_weights(name: str):
+    """The weights hash of the zoo model `name` as shipped now (None for a model the zoo does not ship)."""
+    from deepsloth.exits.calibrate import weights_sha256
+    d = ROOT / "src" / "deepsloth" / "zoo" / name
+    return weights_sha256(d) if (d / "model.json").is_file() else None
+
+
+def is_stale(rec: dict) -> bool:
+    """A record made on a zoo model's earlier weights (the model was retrained and reinstalled since)."""
+    now = shipped_weights(rec["model"]["name"])
+    return now is not None and rec["model"].get("weights_sha256") != now
+
+
+def prune_stale() -> list:
+    """Delete the grid records made on a zoo model's earlier weights (git history keeps them)."""
+    gone = [Path(r["_file"]) for r in load_results(RESULTS / "grid") if is_stale(r)] \
+        if (RESULTS / "grid").is_dir() else []
+    for f in gone:
+        f.unlink()
+    return gone
+
+
 def saved_cells(folder: Path) -> set:
-    """The cells of the comparison records saved in `folder` (none when it does not exist)."""
-    return {r["cell"] for r in load_results(folder)} if folder.is_dir() else set()
+    """The cells of the comparison records saved in `folder` (none when it does not exist), leaving out
+    records made on a zoo model's earlier weights."""
+    return {r["cell"] for r in load_results(folder) if not is_stale(r)} if folder.is_dir() else set()
 
 
 def missing_cells(done: set, order=QUEUE_ORDER) -> list:
@@ -319,6 +344,8 @@ def main() -> None:
     ap.add_argument("--missing", default=None, metavar="MODEL",
                     help="only print MODEL's grid cells not saved yet, in the queue's order")
     ap.add_argument("--sweep", nargs="*", default=[], help="compute and save clean sweeps of these models first")
+    ap.add_argument("--prune-stale", action="store_true",
+                    help="first delete grid records made on a zoo model's earlier weights (after a reinstall)")
     args = ap.parse_args()
     if args.todo:
         print("\n".join(todo()))
@@ -326,6 +353,9 @@ def main() -> None:
     if args.missing:
         print("\n".join(missing_cells(saved_cells(RESULTS / "grid" / args.missing))))
         return
+    if args.prune_stale:
+        gone = prune_stale()
+        print(f"deleted {len(gone)} stale grid records" + "".join(f"\n  {f.relative_to(ROOT)}" for f in gone))
     if args.collect:
         print(f"collected {collect(args.collect)} new or changed comparison files")
     if args.collect_transfer:

@@ -70,7 +70,7 @@ step_grid-cheap() {
 # issue 15: the VGG16-BN SDN (12 + 2 epochs, about 10 min per CNN epoch; the whole session), installed fp16.
 # Once shipped but below 90%: a further CNN stage warm-started from the shipped model's backbone (10 one-cycle
 # epochs, lr 0.05, under bf16 autocast: about 50 min), new ICs (2 epochs), installed in its place (accuracy
-# re-measured from fp16)
+# re-measured from fp16); the grid cells made on the earlier weights are deleted (--prune-stale) and rerun by vgg-grid
 step_vgg() {
   local V=vgg16bn_sdn_cifar10
   if [ ! -f src/deepsloth/zoo/$V/model.json ]; then
@@ -84,7 +84,7 @@ step_vgg() {
       --out runs/vgg-more/sdn --resume --device cpu --amp bf16
   [ -f runs/vgg-more/sdn/model.json ] && run python -c "from pathlib import Path; from deepsloth.data import \
 load_dataset; from deepsloth.experiments.zoo import install; install(Path('runs/vgg-more/sdn'), '$V', 'float16', \
-test_set=load_dataset('cifar10', 'test'))" && run python scripts/results_page.py --sweep $V
+test_set=load_dataset('cifar10', 'test'))" && run python scripts/results_page.py --prune-stale --sweep $V
 }
 # issue 15: Tiny ImageNet subset models (short recipe) and the grid's main cells on one of them
 step_tiny() {

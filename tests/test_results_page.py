@@ -1,0 +1,41 @@
+"""scripts/results_page.py: records made on a zoo model's earlier weights are recognised as stale."""
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _page():
+    spec = importlib.util.spec_from_file_location("results_page", ROOT / "scripts" / "results_page.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _record(name, sha, cell="clean"):
+    return {"format": "deepsloth-comparison/1", "cell": cell, "model": {"name": name, "weights_sha256": sha}}
+
+
+def test_stale_records_are_left_out_and_pruned(tmp_path, monkeypatch):
+    page = _page()
+    from deepsloth.exits.calibrate import weights_sha256
+    name = "resnet56_sdn_cifar10"
+    now = weights_sha256(ROOT / "src" / "deepsloth" / "zoo" / name)
+    assert page.shipped_weights(name) == now
+    assert not page.is_stale(_record(name, now))
+    assert page.is_stale(_record(name, "0" * 64))
+    assert not page.is_stale(_record("my_own_model", "0" * 64))   # not a zoo model: never stale
+    # a results folder with one current and one stale cell
+    grid = tmp_path / "grid" / name
+    grid.mkdir(parents=True)
+    monkeypatch.setattr(page, "RESULTS", tmp_path)
+    monkeypatch.setattr(page, "load_results", lambda folder: [
+        dict(json.loads(f.read_text()), _file=str(f)) for f in sorted(Path(folder).rglob("*.json"))])
+    (grid / "clean-a.json").write_text(json.dumps(_record(name, now)))
+    (grid / "pgd-linf-sample-b.json").write_text(json.dumps(_record(name, "0" * 64, "pgd-linf-sample")))
+    assert page.saved_cells(grid) == {"clean"}
+    assert "pgd-linf-sample" in page.missing_cells(page.saved_cells(grid))
+    gone = page.prune_stale()
+    assert [f.name for f in gone] == ["pgd-linf-sample-b.json"]
+    assert sorted(f.name for f in grid.iterdir()) == ["clean-a.json"]
