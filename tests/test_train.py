@@ -116,8 +116,8 @@ def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, mon
     from deepsloth.data import load_dataset
 
     recipe = {"arch": "resnet56", "dataset": "cifar10", "seed": 0, "store_dtype": "float32",
-              "cnn": [{"recipe": "fast", "epochs": 1}, {"recipe": "fast", "epochs": 1, "lr": 1e-6}],
-              "average": {"last": 2, "bn_images": 64}, "ic-only": {"recipe": "fast", "epochs": 1}}
+              "cnn": [{"recipe": "fast", "epochs": 1}, {"recipe": "fast", "epochs": 1, "lr": 1e-6, "amp": "bf16"}],
+              "average": {"last": 2, "bn_images": 64}, "ic-only": {"recipe": "fast", "epochs": 1, "amp": "bf16"}}
     monkeypatch.setattr(zoo, "ZOO_RECIPES", {"resnet56_sdn_cifar10": recipe})
     monkeypatch.setattr(zoo, "load_dataset",
                         lambda name, split, root=None: load_dataset(name, split, root).subset(256 if split == "train" else 100))
@@ -128,6 +128,8 @@ def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, mon
     _, second = load_model_dir(out / "cnn2")
     sdn, meta = load_model_dir(out / "sdn")
     assert "parent" not in first and second["parent"]["path"] == str(out / "cnn")
+    # a stage's own precision (the VGG16-BN recipe's later stages run under bf16 autocast)
+    assert first.get("amp") is None and second["amp"] == "bf16" and meta["amp"] == "bf16"
     _, avg = load_model_dir(out / "cnn-avg")
     assert second["recipe"]["lr"] == 1e-6 and meta["parent"]["path"] == str(out / "cnn-avg")
     assert [r["path"] for r in avg["averaged_from"]] == [str(out / "cnn"), str(out / "cnn2")]

@@ -114,7 +114,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     the paper's Tiny ImageNet models: `dataset="tinyimagenet"`), by default with the paper's
     schedule (`recipe="paper"`, docs/method.md §3); `epochs` / `ic_epochs` replace the CNN
     stages by one stage of that many epochs and set the IC-only epochs. `amp="bf16"` trains every
-    stage under bf16 autocast (`deepsloth.precision`; default: the recipe's own `amp`, else fp32)."""
+    stage under bf16 autocast (`deepsloth.precision`; default: each stage's own `amp` in the recipe,
+    else the recipe's, else fp32)."""
     base_name = find_recipe(name)
     spec = dict(ZOO_RECIPES[base_name])
     name = zoo_target(base_name, dataset)
@@ -123,7 +124,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         recipe = recipe or "paper"
     device = resolve_device(device)
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
-    amp = amp if amp is not None else spec.get("amp")
+    stage_amp = lambda stage: amp if amp is not None else stage.get("amp", spec.get("amp"))   # noqa: E731
     out = Path(out or f"runs/{name}")
     sdn_dir = out / "sdn"
     train_set = load_dataset(dataset, "train", data_root)
@@ -138,7 +139,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         cnn_stages = [{"recipe": recipe}]
         ic_stage = {"recipe": recipe}
     if epochs is not None:
-        cnn_stages = [{"recipe": cnn_stages[0]["recipe"], "epochs": epochs, "lr": cnn_stages[0].get("lr")}]
+        cnn_stages = [{"recipe": cnn_stages[0]["recipe"], "epochs": epochs, "lr": cnn_stages[0].get("lr"),
+                       "amp": cnn_stages[0].get("amp")}]
     if ic_epochs is not None:
         ic_stage["epochs"] = ic_epochs
     prev_dir = None
@@ -152,7 +154,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
                 model, parent_meta = load_model_dir(prev_dir)
                 meta = dict(base, parent=parent_record(prev_dir, parent_meta))
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
-                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True, amp=amp)
+                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage))
         prev_dir = stage_dir
     avg = spec.get("average") if not recipe and epochs is None else None
     if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
@@ -167,7 +169,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     r = default_recipe(arch, "ic-only", ic_stage["recipe"], epochs=ic_stage.get("epochs"), lr=ic_stage.get("lr"))
     meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))
     train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
-                test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True, amp=amp)
+                test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True,
+                amp=stage_amp(ic_stage))
     log(f"trained {name}: {sdn_dir}")
     if install_it:
         install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)
