@@ -20,7 +20,7 @@ from PIL import Image
 
 from deepsloth.errors import DeepslothError
 from deepsloth.data import (CIFAR10_CLASSES, DATASETS, Dataset, TensorLoader, augment_batch,
-                            color_jitter, crop_flip, data_root, dataset_info, download,
+                            color_jitter, crop_flip, cutout, data_root, dataset_info, download,
                             import_cifar10, import_tinyimagenet, load_dataset, random_crop_flip,
                             verify_checksum)
 from deepsloth.data.cache import interleave_order
@@ -542,6 +542,32 @@ def test_color_jitter_properties():
     assert torch.allclose(z, gray, atol=1e-6)
     with pytest.raises(DeepslothError):
         color_jitter(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
+
+
+def test_cutout_blanks_one_clipped_square_per_image():
+    x = torch.rand(64, 3, 12, 12) * 0.4           # never 0.5, so the blanked pixels are exactly the 0.5 ones
+    y = cutout(x, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(y, cutout(x, 4, torch.Generator().manual_seed(3)))
+    blank = (y == 0.5).all(dim=1)                 # [B, H, W]: all channels blanked together
+    assert torch.equal((y == 0.5).any(dim=1), blank) and torch.equal(y[~blank[:, None].expand_as(y)],
+                                                                     x[~blank[:, None].expand_as(x)])
+    for b in range(64):   # one axis-aligned rectangle, a 4 x 4 square clipped at the border
+        rows, cols = blank[b].any(1).nonzero().flatten(), blank[b].any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+        assert rows.tolist() == list(range(rows[0], rows[0] + len(rows)))
+        assert cols.tolist() == list(range(cols[0], cols[0] + len(cols)))
+        assert int(blank[b].sum()) == len(rows) * len(cols)
+        assert (len(rows) == 4 or rows[0] == 0 or rows[-1] == 11) and (len(cols) == 4 or cols[0] == 0 or cols[-1] == 11)
+    assert int(blank.sum(dim=(1, 2)).eq(16).sum()) > 32   # most squares lie inside
+    assert torch.equal(cutout(x, 0), x)
+    with pytest.raises(DeepslothError):
+        cutout(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 2)
+    # in the training augmentation it comes last: the other draws are unchanged
+    u = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    plain = augment_batch(u, "cifar10", torch.Generator().manual_seed(0))
+    cut = augment_batch(u, "cifar10", torch.Generator().manual_seed(0), cutout_size=8)
+    keep = (cut != 0.5)
+    assert torch.equal(cut[keep], plain[keep]) and bool((~keep).any())
 
 
 @pytest.mark.parametrize("name, size", [("cifar10", 32), ("tinyimagenet", 64)])

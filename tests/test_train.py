@@ -50,10 +50,11 @@ def test_cnn_warm_start_continues_from_a_cnn(cifar10_root, tmp_path, capsys):
     first, second = tmp_path / "cnn", tmp_path / "cnn2"
     assert _train(cifar10_root, first, "--mode", "cnn", "--epochs", "1", "--train-n", "256") == 0
     assert _train(cifar10_root, second, "--mode", "cnn", "--from", str(first), "--epochs", "1",
-                  "--lr", "1e-6", "--train-n", "256") == 0
+                  "--lr", "1e-6", "--train-n", "256", "--cutout", "8") == 0
     a, meta_a = load_model_dir(first)
     b, meta_b = load_model_dir(second)
     assert meta_b["mode"] == "cnn" and meta_b["recipe"]["lr"] == 1e-6
+    assert meta_b["recipe"]["cutout"] == 8 and "cutout" not in meta_a["recipe"]   # recorded only when used
     assert meta_b["parent"]["path"] == str(first) and meta_b["parent"]["history"] == meta_a["history"]
     # the second stage started from the first one's weights (a tiny learning rate barely
     # moves them, while a fresh initialisation would be far away) and did train

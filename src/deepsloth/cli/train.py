@@ -52,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")
     p.add_argument("--lr", type=positive_float, default=None, help="override the recipe's (peak) learning rate")
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the (global) batch size (128)")
+    p.add_argument("--cutout", type=nonneg_int, default=None, metavar="PX",
+                   help="also blank one PX x PX square per training image (cutout; default none)")
     add_seed(p)
     p.add_argument("--out", required=True, type=nonempty, help="output model directory")
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch in --out")

@@ -15,7 +15,7 @@ the order inside a class is the canonical one.
     ds = load_dataset("cifar10", "train")
     for x, y in TensorLoader(ds, batch_size=128, augment=True, device="cuda"): ...
 """
-from .augment import augment_batch, color_jitter, crop_flip, random_crop_flip
+from .augment import augment_batch, color_jitter, crop_flip, cutout, random_crop_flip
 from .cache import Dataset, dataset_info, load_dataset
 from .cifar10 import import_cifar10
 from .download import download, fetch, verify_checksum
@@ -27,5 +27,5 @@ __all__ = [
     "DATASETS", "DatasetInfo", "CIFAR10_CLASSES", "Dataset", "TensorLoader",
     "load_dataset", "dataset_info", "data_root", "canonical_name",
     "import_cifar10", "import_tinyimagenet", "download", "fetch", "verify_checksum",
-    "augment_batch", "random_crop_flip", "crop_flip", "color_jitter",
+    "augment_batch", "random_crop_flip", "crop_flip", "color_jitter", "cutout",
 ]

@@ -4,6 +4,9 @@
   offset, optionally mirror. Implemented as two `torch.gather`s with per-image index
   arithmetic on the padded batch; the flip is folded into the column index, so it costs
   nothing extra. Works on uint8 and float, on any device.
+* `cutout`: per image, one `size` x `size` square at a uniformly drawn centre (clipped at the
+  border) set to mid-grey (DeVries & Taylor, 2017); a regulariser for longer CNN schedules, off
+  unless a recipe asks for it.
 * `color_jitter`: per-image brightness, contrast and saturation factors drawn uniformly from
   [1-s, 1+s], applied in that fixed order (torchvision's ColorJitter picks a random order;
   a fixed one keeps the op simple and deterministic), clamping to [0, 1] after each step.
@@ -107,6 +110,27 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2
     return x
 
 
+def cutout(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = None,
+           fill: float = 0.5) -> torch.Tensor:
+    """Per image, set one `size` x `size` square (centre uniform over the image, clipped at the
+    border) to `fill`, on a float [0, 1] batch; a new tensor."""
+    _check_batch(x)
+    if not x.is_floating_point():
+        raise DeepslothError("cutout expects a float batch in [0, 1]")
+    if size < 0:
+        raise DeepslothError(f"cutout size must be >= 0, got {size}")
+    B, _, H, W = x.shape
+    if size == 0:
+        return x
+    top = _randint(H, B, x, generator) - size // 2
+    left = _randint(W, B, x, generator) - size // 2
+    rows = torch.arange(H, device=x.device)[None, :]
+    cols = torch.arange(W, device=x.device)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)              # [B, H]
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)            # [B, W]
+    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], fill)
+
+
 def to_float01(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [0, 255] -> float [0, 1]; float input is returned as `dtype` unchanged."""
     if x.dtype == torch.uint8:
@@ -115,7 +139,7 @@ def to_float01(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Ten
 
 
 def augment_batch(x: torch.Tensor, dataset_name: str,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                  generator: Optional[torch.Generator] = None, cutout_size: int = 0) -> torch.Tensor:
     """The docs/method.md §1 training recipe for `dataset_name`, on a uint8 (or float) batch -> float [0,1].
 
     CIFAR-10: horizontal flip + random crop with 4 px zero padding.
@@ -126,4 +150,6 @@ def augment_batch(x: torch.Tensor, dataset_name: str,
     x = to_float01(x)
     if info.jitter:
         x = color_jitter(x, info.jitter, info.jitter, info.jitter, generator)
+    if cutout_size:   # after the rest, so a recipe without it draws the same numbers as before
+        x = cutout(x, cutout_size, generator)
     return x

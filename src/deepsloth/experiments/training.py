@@ -38,6 +38,7 @@ class TrainConfig:
     epochs: Optional[int] = None
     lr: Optional[float] = None
     batch_size: Optional[int] = None
+    cutout: Optional[int] = None    # cutout square side in px (deepsloth.data.augment.cutout)
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -117,7 +118,8 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
     arch, _ = parse_name(cfg.arch)
     if cfg.mode not in MODES:
         raise DeepslothError(f"unknown training mode {cfg.mode!r}; choose from {', '.join(MODES)}")
-    recipe = default_recipe(arch, cfg.mode, cfg.recipe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)
+    recipe = default_recipe(arch, cfg.mode, cfg.recipe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                            cutout=cfg.cutout)
     if cfg.mode == "ic-only" and not cfg.init_from:
         raise DeepslothError("--mode ic-only needs --from DIR, a trained CNN model directory")
     if cfg.init_from and cfg.mode == "sdn":

@@ -147,7 +147,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     for i, stage in enumerate(cnn_stages):
         stage_dir = out / ("cnn" if i == 0 else f"cnn{i + 1}")
         if not (stage_dir / "model.json").exists() or (stage_dir / "checkpoint.json").exists():
-            r = default_recipe(arch, "cnn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"))
+            r = default_recipe(arch, "cnn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"),
+                               cutout=stage.get("cutout"))
             if prev_dir is None:
                 model, meta = create_model(arch, dataset, sdn=False, seed=seed), dict(base)
             else:

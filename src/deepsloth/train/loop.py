@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Dataset, TensorLoader
+from ..data import Dataset, TensorLoader, augment_batch
 from ..data.loader import epoch_seed
 from ..errors import DeepslothError
 from ..io import exclusive
@@ -152,7 +152,8 @@ def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, t
         net = DDP(model, device_ids=[device] if device.type == "cuda" else None)
     opt = build_optimizer(params, recipe)
     loss_fn = make_loss(mode, recipe, costs)
-    loader = TensorLoader(train_set, batch_size=recipe.batch_size, shuffle=True, augment=True,
+    augment = (lambda x, g: augment_batch(x, train_set.name, g, cutout_size=recipe.cutout)) if recipe.cutout else True
+    loader = TensorLoader(train_set, batch_size=recipe.batch_size, shuffle=True, augment=augment,
                           drop_last=True, seed=seed, device=device, channels_last=channels_last)
     steps = len(loader)
     if steps == 0:

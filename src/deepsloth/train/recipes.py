@@ -25,6 +25,7 @@ class Recipe:
     batch_size: int = 128
     warmup: float = 0.2       # one-cycle: fraction of steps spent warming up
     label_smoothing: float = 0.0
+    cutout: int = 0           # side of the cutout square in px (0: none; deepsloth.data.augment.cutout)
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """Learning rate at `step` of `epoch` (both 0-based), a pure function (resumable)."""
@@ -42,6 +43,8 @@ class Recipe:
     def to_dict(self) -> Dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        if not d["cutout"]:   # recorded only when used: recipes (and checkpoints) from before it are unchanged
+            del d["cutout"]
         return d
 
     @classmethod
@@ -56,7 +59,7 @@ def _weight_decay(arch: str) -> float:
 
 
 def default_recipe(arch: str, mode: str, kind: str = "paper", epochs: Optional[int] = None,
-                   lr: Optional[float] = None, batch_size: Optional[int] = None) -> Recipe:
+                   lr: Optional[float] = None, batch_size: Optional[int] = None, cutout: Optional[int] = None) -> Recipe:
     """The recipe for `mode`; `kind` is "paper" (docs/method.md §3) or "fast" (one-cycle, for CPUs)."""
     if mode not in MODES:
         raise DeepslothError(f"unknown training mode {mode!r}; choose from {', '.join(MODES)}")
@@ -83,4 +86,8 @@ def default_recipe(arch: str, mode: str, kind: str = "paper", epochs: Optional[i
         r.lr = lr
     if batch_size is not None:
         r.batch_size = batch_size
+    if cutout is not None:
+        if cutout < 0:
+            raise DeepslothError("--cutout must be >= 0")
+        r.cutout = cutout
     return r
