@@ -323,7 +323,8 @@ def todo() -> list:
         json.loads((RESULTS / "represent" / "represent.json").read_text())["data"]["n"] >= 500,
         "grid-cheap": all(set(CHEAP) <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
         "vgg": vgg.is_file() and json.loads(vgg.read_text())["accuracy"]["final"] >= 0.90,
-        "tiny": bool(saved_cells(RESULTS / "tiny")),
+        "tiny": all({"clean", "pgd-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal"}
+                    <= saved_cells(RESULTS / "tiny" / f"{a}-sdn") for a in ("mobilenet", "resnet56")),
         "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
         else False,
         # the VGG16-BN grid before the shipped models' expensive cells: its cells are the cheapest per step (bf16

@@ -91,19 +91,26 @@ step_vgg() {
 load_dataset; from deepsloth.experiments.zoo import install; install(Path('runs/vgg-more/sdn-next'), '$V', 'float16', \
 test_set=load_dataset('cifar10', 'test'))" && run python scripts/results_page.py --prune-stale --sweep $V
 }
-# issue 15: Tiny ImageNet subset models (short recipe) and the grid's main cells on one of them
+# issue 15: Tiny ImageNet subset models (short recipe) and the grid's main cells on each; an arch whose cells are
+# saved already is skipped. Then an audit of the MobileNet one, its report kept in docs/results/tiny-audit
+TINY_CELLS="clean pgd-linf-sample deepsloth-linf-sample deepsloth-linf-universal"
+tiny_saved() { for c in $TINY_CELLS; do ls docs/results/tiny/$1-sdn/$c-*.json >/dev/null 2>&1 || return 1; done; }
 step_tiny() {
   imported tinyimagenet || \
     deepsloth data import tinyimagenet ../shared/data/tiny-imagenet-200-subset.zip
   for a in mobilenet resnet56; do
+    tiny_saved $a && continue
     amp=off; [ $a = resnet56 ] && amp=bf16   # bf16 autocast pays off for ResNet-56 only (docs/method.md §3.7)
     run deepsloth zoo train $a --dataset tinyimagenet --recipe fast --epochs 4 --ic-epochs 1 \
         --out runs/tiny/$a --device cpu --amp $amp
     run deepsloth grid --model runs/tiny/$a/sdn --n 500 --out runs/tiny-grid --device cpu --amp $amp \
-        --attacks clean pgd deepsloth-linf-sample deepsloth-linf-universal
+        --attacks $TINY_CELLS
     page --collect-tiny runs/tiny-grid
   done
-  run deepsloth audit --model runs/tiny/mobilenet/sdn --out runs/tiny-audit --device cpu
+  if [ -d runs/tiny/mobilenet/sdn ] && [ ! -f docs/results/tiny-audit/report.json ]; then
+    run deepsloth audit --model runs/tiny/mobilenet/sdn --out runs/tiny-audit --device cpu && \
+      mkdir -p docs/results/tiny-audit && cp runs/tiny-audit/report.md runs/tiny-audit/report.json docs/results/tiny-audit/
+  fi
 }
 # issue 16: the defence study on MobileNet: a PGD-trained CNN warm-started from the shipped backbone
 # (fast single-step AT), then IC-only training on it, undefended and with each adversarial term
