@@ -108,7 +108,7 @@ step_tiny() {
     page --collect-tiny runs/tiny-grid
   done
   if [ -d runs/tiny/mobilenet/sdn ] && [ ! -f docs/results/tiny-audit/report.json ]; then
-    run deepsloth audit --model runs/tiny/mobilenet/sdn --out runs/tiny-audit --device cpu && \
+    run deepsloth audit --model runs/tiny/mobilenet/sdn --data test --n 500 --out runs/tiny-audit --device cpu && \
       mkdir -p docs/results/tiny-audit && cp runs/tiny-audit/report.md runs/tiny-audit/report.json docs/results/tiny-audit/
   fi
 }
