@@ -389,7 +389,7 @@ def main() -> None:
                   (grid / "tables.md").read_text(), "One row per model at RAD 5% (`deepsloth report`'s summary):", "",
                   (grid / "summary.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
                   "### The paper's headline shape", ""] + headline(models) + [""]
-        missing = {name: missing_cells(saved_cells(grid / name) if name in models else set(), ["clean", *ALL_CELLS])
+        missing = {name: missing_cells(saved_cells(grid / name), ["clean", *ALL_CELLS])
                    for name in sorted(set(models) | {*SHIPPED, VGG})}
         if any(missing.values()):
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(

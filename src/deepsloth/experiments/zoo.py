@@ -139,8 +139,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         cnn_stages = [{"recipe": recipe}]
         ic_stage = {"recipe": recipe}
     if epochs is not None:
-        cnn_stages = [{"recipe": cnn_stages[0]["recipe"], "epochs": epochs, "lr": cnn_stages[0].get("lr"),
-                       "amp": cnn_stages[0].get("amp")}]
+        cnn_stages = [dict(cnn_stages[0], epochs=epochs)]   # the first stage's settings, `epochs` long
     if ic_epochs is not None:
         ic_stage["epochs"] = ic_epochs
     prev_dir = None
