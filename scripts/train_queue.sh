@@ -29,9 +29,10 @@ CHEAP="clean pgd pgd-avg deepsloth-linf-sample deepsloth-linf-universal deepslot
 # The expensive cells, roughly cheapest first: scaled from the l_inf cells' fp32 times, on the ResNet-56 about
 # 0.7 / 1.3 / 2.9 / 1.6 / 2.7 h for pgd-max, l1-sample, l2-sample, l1-class, l2-class (UAP stops at a fooling rate
 # of 0.8, so its time varies), about a quarter of that on the MobileNet. `results_page.py --missing MODEL` lists a
-# model's unsaved cells in this order. VGG16-BN and ResNet-56 cells are crafted under bf16 autocast (--amp bf16,
-# docs/method.md §3.7: about 2.2x faster on this AMX CPU; their tables label them "bf16"); MobileNet's depthwise
-# convolutions gain nothing from bf16, so it stays fp32.
+# model's unsaved cells in this order. VGG16-BN and ResNet-56 cells are crafted with --amp auto: under bf16 autocast
+# on a CPU with native bf16 (docs/method.md §3.7: about 2.2x faster on an AMX CPU; their tables label them "bf16"),
+# in fp32 on an AVX2-only CPU, where bf16 is emulated and about 25x slower. MobileNet's depthwise convolutions gain
+# nothing from bf16, so it stays fp32. Without native bf16, `--todo` puts grid-expensive before the VGG16-BN steps.
 missing() { python scripts/results_page.py --missing "$1"; }
 seed_grid() {   # cells already saved in docs/results/grid are copied into runs/grid, so they are skipped
   mkdir -p runs/grid && cp -rn docs/results/grid/*/ runs/grid/ 2>/dev/null; true
@@ -69,8 +70,8 @@ step_grid-cheap() {
 }
 # issue 15: the VGG16-BN SDN (12 + 2 epochs, about 10 min per CNN epoch; the whole session), installed fp16.
 # Once shipped but below 90%: one more CNN stage continuing the shipped model's backbone (20 one-cycle epochs at
-# lr 0.05 with cutout 16 under bf16 autocast: about 100 min; the stages so far are in models/zoo_recipes.py: after
-# 12 + 10 + 10 epochs without cutout it was at 88.4%, training accuracy 96.8%), new ICs (2 epochs),
+# lr 0.05 with cutout 16 under --amp auto: about 100 min on an AMX CPU, 220 in fp32 elsewhere; the stages so far are
+# in models/zoo_recipes.py: after # 12 + 10 + 10 epochs without cutout it was at 88.4%, training accuracy 96.8%), new ICs (2 epochs),
 # installed in its place (accuracy re-measured from fp16); the grid cells made on the earlier weights are deleted
 # (--prune-stale) and rerun by vgg-grid
 step_vgg() {
@@ -81,9 +82,9 @@ step_vgg() {
   fi
   [ -d runs/vgg-more/cnn-next ] || run python scripts/export_backbone.py $V runs/vgg-more/cnn-shipped
   run deepsloth train --arch vgg16bn --mode cnn --from runs/vgg-more/cnn-shipped --recipe fast --epochs 20 --lr 0.05 \
-      --cutout 16 --out runs/vgg-more/cnn-next --resume --device cpu --amp bf16
+      --cutout 16 --out runs/vgg-more/cnn-next --resume --device cpu --amp auto
   run deepsloth train --arch vgg16bn --mode ic-only --from runs/vgg-more/cnn-next --recipe fast --epochs 2 \
-      --out runs/vgg-more/sdn-next --resume --device cpu --amp bf16
+      --out runs/vgg-more/sdn-next --resume --device cpu --amp auto
   # installed only when its final exit beats the shipped one (a stage that made it worse is left in runs/)
   [ -f runs/vgg-more/sdn-next/model.json ] && python -c "import json, sys; acc = lambda p: json.load(open(p))\
 ['accuracy']['final']; sys.exit(acc('runs/vgg-more/sdn-next/model.json') <= acc('src/deepsloth/zoo/$V/model.json'))" \
@@ -100,7 +101,7 @@ step_tiny() {
     deepsloth data import tinyimagenet ../shared/data/tiny-imagenet-200-subset.zip
   for a in mobilenet resnet56; do
     tiny_saved $a && continue
-    amp=off; [ $a = resnet56 ] && amp=bf16   # bf16 autocast pays off for ResNet-56 only (docs/method.md §3.7)
+    amp=off; [ $a = resnet56 ] && amp=auto   # bf16 autocast pays off for ResNet-56 only (docs/method.md §3.7)
     run deepsloth zoo train $a --dataset tinyimagenet --recipe fast --epochs 4 --ic-epochs 1 \
         --out runs/tiny/$a --device cpu --amp $amp
     run deepsloth grid --model runs/tiny/$a/sdn --n 500 --out runs/tiny-grid --device cpu --amp $amp \
@@ -141,13 +142,13 @@ step_defence() {
 step_grid-expensive() {
   seed_grid
   for cell in $(missing $M); do run $GRID $M --attacks $cell; page --collect runs/grid; done
-  for cell in $(missing $R); do run $GRID $R --attacks $cell --amp bf16; page --collect runs/grid; done
+  for cell in $(missing $R); do run $GRID $R --attacks $cell --amp auto; page --collect runs/grid; done
 }
 # issues 13 + 15: the rest of the grid on the VGG16-BN SDN (its first five cells were crafted in fp32)
 step_vgg-grid() {
   seed_grid
   for cell in $(missing vgg16bn_sdn_cifar10); do
-    run $GRID vgg16bn_sdn_cifar10 --attacks $cell --amp bf16; page --collect runs/grid
+    run $GRID vgg16bn_sdn_cifar10 --attacks $cell --amp auto; page --collect runs/grid
   done
 }
 

@@ -126,3 +126,20 @@ def test_bad_options_are_one_line_errors(setup, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists() or not any(out.rglob("*.safetensors"))
+
+
+def test_amp_auto_without_native_bf16_is_the_fp32_run(setup, capsys, monkeypatch):
+    """`--amp auto` on a CPU without native bf16 crafts in fp32: the same spec id, the same file and the
+    same adversarial images as giving no --amp at all (and the record carries no amp)."""
+    import deepsloth.precision as precision
+
+    monkeypatch.setattr(precision, "_cpu_native_bf16", lambda: False)
+    runs = {}
+    for name, extra in (("plain", ()), ("auto", ("--amp", "auto"))):
+        out = setup["base"] / f"amp-{name}"
+        assert main(_args(setup, out, "--n", "4", "--batch-size", "2", "--steps", "2", "--json", *extra)) == 0
+        rec = json.loads(capsys.readouterr().out)
+        runs[name] = (rec, _result(out, "deepsloth-linf-sample"))
+    (plain, (_, a, _)), (auto, (_, b, rec_b)) = runs["plain"], runs["auto"]
+    assert auto["attack_id"] == plain["attack_id"] and "amp" not in auto["attack"]["params"]
+    assert torch.equal(a["images"], b["images"])

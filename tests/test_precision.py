@@ -126,3 +126,52 @@ def test_attack_specs_take_amp_without_changing_fp32_ids():
         size = {"linf": d.abs().max(1).values, "l2": d.norm(dim=1), "l1": d.abs().sum(1)}[norm]
         eps = resolve_spec(name, dataset="cifar10").params["eps"]   # l_2: the starting budget (it only decays)
         assert float(size.max()) <= eps * (1 + 1e-4) + 1e-6, name
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_amp_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
+    """`--amp auto`: bf16 on a CPU with AMX / AVX512-BF16, fp32 elsewhere (emulated bf16 is many times
+    slower); an explicit bf16 on a CPU without it is kept but warned about; the spec records what runs."""
+    import warnings
+
+    import deepsloth.precision as precision
+    from deepsloth.attacks.registry import resolve_spec
+    from deepsloth.experiments.zoo import stage_amp
+
+    monkeypatch.setattr(precision, "_cpu_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert precision.native_bf16(cpu) is native
+    assert precision.resolve_amp("auto", cpu) == ("bf16" if native else None)
+    assert precision.resolve_amp("off", cpu) is None and precision.resolve_amp(None, "cpu") is None
+    with autocast(cpu, "auto"):
+        assert torch.nn.Conv2d(3, 4, 3)(torch.rand(1, 3, 8, 8)).dtype == (torch.bfloat16 if native else torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert precision.resolve_amp("bf16", cpu) == "bf16"
+    slow = [w for w in caught if issubclass(w.category, RuntimeWarning) and "emulated" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
+
+    auto = resolve_spec("deepsloth-linf-sample", dataset="cifar10", amp="auto", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = resolve_spec("deepsloth-linf-sample", dataset="cifar10", amp="bf16" if native else None)
+    assert auto == want and auto.params.get("amp") == ("bf16" if native else None)
+
+    # the zoo: a recipe's bf16 stage asks for auto; an explicit --amp wins; fp32 stages stay fp32
+    assert stage_amp({"amp": "bf16"}, {}) == "auto" and stage_amp({}, {"amp": "bf16"}) == "auto"
+    assert stage_amp({"amp": "bf16"}, {}, amp="off") == "off" and stage_amp({}, {}) is None
+
+
+def test_auto_amp_training_records_the_precision_that_ran(data, tmp_path, monkeypatch):
+    import deepsloth.precision as precision
+
+    monkeypatch.setattr(precision, "_cpu_native_bf16", lambda: False)
+    meta = run_training(cfg(data, tmp_path / "auto", amp="auto"), log=lambda s: None)
+    assert "amp" not in meta   # fp32 here: model.json says so, and a resume needs --amp off (or auto again)
+
+
+def test_the_cli_offers_the_library_precisions():
+    from deepsloth.cli.common import AMP_CHOICES as CLI_CHOICES
+    from deepsloth.precision import AMP_CHOICES
+
+    assert CLI_CHOICES == AMP_CHOICES == ("off", "bf16", "auto")

@@ -114,7 +114,11 @@ def test_sdn_loss_weights():
 
 def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, monkeypatch):
     import deepsloth.experiments.zoo as zoo
+    import deepsloth.precision as precision
     from deepsloth.data import load_dataset
+
+    # a recipe's bf16 stages run in bf16 on a CPU with native bf16 (test_precision covers the fp32 fallback)
+    monkeypatch.setattr(precision, "_cpu_native_bf16", lambda: True)
 
     recipe = {"arch": "resnet56", "dataset": "cifar10", "seed": 0, "store_dtype": "float32",
               "cnn": [{"recipe": "fast", "epochs": 1}, {"recipe": "fast", "epochs": 1, "lr": 1e-6, "amp": "bf16"}],

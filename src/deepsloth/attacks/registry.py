@@ -15,9 +15,10 @@ audit, grid, training): a base name (`deepsloth`, `pgd`, `pgd-avg`, `pgd-max`, `
 or a short form that leaves out the defaults (`deepsloth-universal`, `deepsloth-l2`).
 
 Every attack also takes `amp="bf16"`: its forward and backward passes run under bf16 autocast
-(`deepsloth.precision`; about 2x faster crafting on AMX CPUs for VGG16-BN and ResNet-56), the
-perturbation, projections and outputs stay fp32. It is part of the spec (a different id), and
-recorded only when set, so fp32 specs keep their ids.
+(`deepsloth.precision`; about 2x faster crafting on AMX CPUs for VGG16-BN and ResNet-56, many
+times slower on CPUs without native bf16), the perturbation, projections and outputs stay fp32.
+It is part of the spec (a different id), and recorded only when set, so fp32 specs keep their
+ids. `amp="auto"` resolves to bf16 or fp32 for the device when the spec is made.
 """
 from __future__ import annotations
 
@@ -193,16 +194,22 @@ def _constructor_params(atk) -> Dict[str, Any]:
 
 
 def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, scope: Optional[str] = None,
-                 dataset: Optional[str] = None, **overrides: Any) -> AttackSpec:
+                 dataset: Optional[str] = None, device=None, **overrides: Any) -> AttackSpec:
     """The spec for an attack name plus overrides (None values mean "default").
 
-    `dataset` ("cifar10" / "tinyimagenet") picks the DeepSloth defaults of that dataset."""
+    `dataset` ("cifar10" / "tinyimagenet") picks the DeepSloth defaults of that dataset. `amp="auto"`
+    becomes "bf16" or fp32 for `device` (default: the "auto" device), so the spec records what runs."""
     if isinstance(name, AttackSpec):
         if norm or scope or any(v is not None for v in overrides.values()):
             raise DeepslothError("a resolved AttackSpec takes no further options")
         return name
     attack, norm, scope = parse_name(name, norm, scope)
     params = {k: v for k, v in overrides.items() if v is not None}
+    if params.get("amp") is not None:
+        from ..device import resolve_device
+        from ..precision import resolve_amp
+
+        params["amp"] = resolve_amp(params["amp"], resolve_device(device))
     if attack == "deepsloth" and dataset is not None:
         params.setdefault("dataset", dataset)
     if attack == "uap":
@@ -222,7 +229,7 @@ def create_attack(name: Union[str, AttackSpec], model: nn.Module, *, seed: int =
                   norm: Optional[str] = None, scope: Optional[str] = None, dataset: Optional[str] = None,
                   **cfg: Any):
     """An attack object for `name` (or a resolved spec) on `model` (timm-style constructor)."""
-    spec = resolve_spec(name, norm=norm, scope=scope, dataset=dataset, **cfg)
+    spec = resolve_spec(name, norm=norm, scope=scope, dataset=dataset, device=device, **cfg)
     return _build(spec.attack, spec.norm, spec.scope, model, dict(spec.params), seed=seed, device=device)
 
 

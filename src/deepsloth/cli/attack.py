@@ -40,7 +40,7 @@ def run(args) -> int:
     from ..experiments.grid import model_dir, run_cell
 
     spec = resolve_spec(args.attack, norm=args.norm, scope=args.scope, dataset=model_dataset(args.model),
-                        **spec_options(args))
+                        device=args.device, **spec_options(args))
     out = writable_dir(args.out)
     dist = dist_from(args)   # under torchrun: batches split across ranks, rank 0 writes and prints
     ctx = context_from(args, device=dist.device)
@@ -82,7 +82,8 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
 def add_amp(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="off", choices=AMP_CHOICES,
                    help="bf16: craft under bf16 autocast (about 2x faster for VGG16-BN / ResNet-56 on AMX CPUs and "
-                        "on GPUs; none for MobileNet on CPU); part of the attack spec. Evaluation stays fp32")
+                        "on GPUs; none for MobileNet on CPU; many times slower on CPUs without native bf16); auto: "
+                        "bf16 only where the device has it natively. Part of the attack spec; evaluation stays fp32")
 
 
 def register(sub) -> None:

@@ -14,7 +14,7 @@ from .types import (any_int, nonempty, nonneg_float, nonneg_int, positive_float,
                     positive_number, rad_value, seed_int, thread_count)
 
 DEFAULT_RESULTS = "deepsloth-results"
-AMP_CHOICES = ("off", "bf16")   # deepsloth.precision.AMP_CHOICES, kept here so that --help does not import torch
+AMP_CHOICES = ("off", "bf16", "auto")   # deepsloth.precision.AMP_CHOICES, kept here so that --help does not import torch
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,8 @@ def run(args) -> int:
     plans = []
     for model in args.model:
         ctx = context_from(args, model, device=dist.device)
-        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset, amp=args.amp)))
+        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset, amp=args.amp,
+                                           device=ctx.device)))
     names = [ctx.name for ctx, _ in plans]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -79,8 +79,9 @@ def register(sub) -> None:
                         "cheaper, a weaker attack during training")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: SyncBatchNorm over the global batch")
     p.add_argument("--amp", default="off", choices=AMP_CHOICES,
-                   help="bf16: forward passes under bf16 autocast, about 2x faster on AMX CPUs and on GPUs "
-                        "(weights, optimiser and evaluation stay fp32)")
+                   help="bf16: forward passes under bf16 autocast, about 2x faster on AMX CPUs and on GPUs, many "
+                        "times slower on CPUs without native bf16 (weights, optimiser and evaluation stay fp32); "
+                        "auto: bf16 only where the device has it natively")
     add_device(p)
     add_data_root(p)
     p.set_defaults(func=run)

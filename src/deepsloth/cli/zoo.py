@@ -79,7 +79,8 @@ def register(sub) -> None:
     pt.add_argument("--out", default=None, type=nonempty, help="work directory (default: runs/<name>); resumable")
     pt.add_argument("--install", action="store_true", help="copy the result into the package zoo")
     pt.add_argument("--amp", choices=AMP_CHOICES, default=None,
-                    help="bf16: train under bf16 autocast (about 2x faster on AMX CPUs and GPUs; default: the recipe's)")
+                    help="bf16: train under bf16 autocast (about 2x faster on AMX CPUs and GPUs); auto: bf16 only "
+                         "where the device has it natively; default: the recipe's, as auto")
     add_device(pt)
     add_data_root(pt)
     pt.set_defaults(func=run_train)

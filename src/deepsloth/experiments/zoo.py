@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -104,6 +104,16 @@ def zoo_target(name: str, dataset: Optional[str] = None) -> str:
     return base if dataset in (None, ZOO_RECIPES[base]["dataset"]) else f"{ZOO_RECIPES[base]['arch']}_sdn_{dataset}"
 
 
+def stage_amp(stage: Dict[str, Any], recipe: Dict[str, Any], amp: Optional[str] = None) -> Optional[str]:
+    """The precision a zoo training stage asks for: an explicit `amp` wins; else the stage's own, else
+    the recipe's. A recipe's "bf16" (how the shipped model was made) becomes "auto", bf16 only where the
+    device computes it natively: emulated bf16 is many times slower than fp32 (docs/method.md §3.7)."""
+    if amp is not None:
+        return amp
+    asked = stage.get("amp", recipe.get("amp"))
+    return "auto" if asked == "bf16" else asked
+
+
 def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Optional[str] = None,
                     device: str = "auto", data_root: Optional[str] = None, install_it: bool = False,
                     dataset: Optional[str] = None, epochs: Optional[int] = None, ic_epochs: Optional[int] = None,
@@ -115,7 +125,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     schedule (`recipe="paper"`, docs/method.md §3); `epochs` / `ic_epochs` replace the CNN
     stages by one stage of that many epochs and set the IC-only epochs. `amp="bf16"` trains every
     stage under bf16 autocast (`deepsloth.precision`; default: each stage's own `amp` in the recipe,
-    else the recipe's, else fp32)."""
+    else the recipe's, else fp32; a recipe's bf16 is taken as "auto": bf16 only on a device with
+    native bf16)."""
     base_name = find_recipe(name)
     spec = dict(ZOO_RECIPES[base_name])
     name = zoo_target(base_name, dataset)
@@ -124,7 +135,6 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         recipe = recipe or "paper"
     device = resolve_device(device)
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
-    stage_amp = lambda stage: amp if amp is not None else stage.get("amp", spec.get("amp"))   # noqa: E731
     out = Path(out or f"runs/{name}")
     sdn_dir = out / "sdn"
     train_set = load_dataset(dataset, "train", data_root)
@@ -154,7 +164,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
                 model, parent_meta = load_model_dir(prev_dir)
                 meta = dict(base, parent=parent_record(prev_dir, parent_meta))
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
-                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage))
+                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage, spec, amp))
         prev_dir = stage_dir
     avg = spec.get("average") if not recipe and epochs is None else None
     if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
@@ -170,7 +180,7 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))
     train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
                 test_set=test_set, out_dir=sdn_dir, meta=meta, seed=seed, device=device, resume=True,
-                amp=stage_amp(ic_stage))
+                amp=stage_amp(ic_stage, spec, amp))
     log(f"trained {name}: {sdn_dir}")
     if install_it:
         install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)
@@ -235,5 +245,5 @@ def clean_sweep(model: str, *, n: Optional[int] = None, device: str = "auto",
             "thresholds": {k: v["threshold"] for k, v in ctx.thresholds.items()}}
 
 
-__all__ = ["train_zoo_model", "install", "summary", "summaries", "lineage", "find_recipe", "parent_record",
+__all__ = ["train_zoo_model", "stage_amp", "install", "summary", "summaries", "lineage", "find_recipe", "parent_record",
            "clean_sweep", "PAPER_VGG16BN_SWEEP"]

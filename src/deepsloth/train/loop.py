@@ -23,7 +23,7 @@ from ..io import exclusive
 from ..exits.cost import measure_exit_costs
 from ..exits.forward import as_exit_list, collect_exit_outputs
 from ..models.io import save_model_dir
-from ..precision import autocast, check_amp
+from ..precision import autocast, resolve_amp
 from ..progress import progress
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .recipes import MODES, Recipe
@@ -115,7 +115,7 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
     world = dist.world if dist is not None else 1
     if recipe.batch_size % world:
         raise DeepslothError(f"the batch size {recipe.batch_size} must divide evenly over {world} processes")
-    amp = check_amp(amp)
+    amp = resolve_amp(amp, device)   # "auto": bf16 only where the device has it natively
     if sync_bn and device.type != "cuda":
         raise DeepslothError("SyncBatchNorm needs CUDA; on CPU each rank keeps its own BatchNorm statistics")
     lock = exclusive(out_dir / "training", f"the training run in {out_dir}") if main else nullcontext()
