@@ -39,3 +39,18 @@ def test_stale_records_are_left_out_and_pruned(tmp_path, monkeypatch):
     gone = page.prune_stale()
     assert [f.name for f in gone] == ["pgd-linf-sample-b.json"]
     assert sorted(f.name for f in grid.iterdir()) == ["clean-a.json"]
+
+
+def test_todo_puts_the_fp32_cells_first_without_native_bf16(monkeypatch):
+    """The queue's order follows the machine: with native bf16 the VGG16-BN steps (bf16 there) come first,
+    without it the shipped models' fp32 cells do (the VGG16-BN would run in fp32, over twice as long)."""
+    page = _page()
+    # the saved results decide which steps are left; keep the three whose order depends on the machine
+    monkeypatch.setattr(page, "saved_cells", lambda folder: set())
+    orders = {}
+    for native in (True, False):
+        monkeypatch.setattr(page, "native_bf16", lambda device, native=native: native)
+        orders[native] = [s for s in page.todo() if s in ("vgg", "vgg-grid", "grid-expensive")]
+    # ("vgg" leaves the list once the shipped VGG16-BN reaches 90%)
+    assert orders[True][-1] == "grid-expensive" and orders[True][0] != "grid-expensive"
+    assert orders[False][0] == "grid-expensive" and sorted(orders[False]) == sorted(orders[True])
