@@ -11,7 +11,7 @@ import torch
 from conftest import synthetic_cifar10
 
 from deepsloth.cli.main import main
-from deepsloth.errors import DeepslothError
+from deepsloth.errors import DeepslothError, DeepslothWarning
 from deepsloth.experiments.training import TrainConfig, run_training
 from deepsloth.models import create_model
 from deepsloth.models.io import load_model_dir
@@ -148,7 +148,7 @@ def test_auto_amp_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, n
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert precision.resolve_amp("bf16", cpu) == "bf16"
-    slow = [w for w in caught if issubclass(w.category, RuntimeWarning) and "emulated" in str(w.message)]
+    slow = [w for w in caught if issubclass(w.category, DeepslothWarning) and "emulated" in str(w.message)]
     assert len(slow) == (0 if native else 1)
 
     auto = resolve_spec("deepsloth-linf-sample", dataset="cifar10", amp="auto", device="cpu")
@@ -175,3 +175,19 @@ def test_the_cli_offers_the_library_precisions():
     from deepsloth.precision import AMP_CHOICES
 
     assert CLI_CHOICES == AMP_CHOICES == ("off", "bf16", "auto")
+
+
+def test_the_cli_prints_a_slow_bf16_as_one_warning_line(capsys, monkeypatch, tmp_path):
+    """`--amp bf16` on a CPU without native bf16: one `deepsloth: warning:` line, and the command goes on
+    (here to its next check, an output folder under a file, which is the usual one-line error)."""
+    import deepsloth.precision as precision
+
+    monkeypatch.setattr(precision, "_cpu_native_bf16", lambda: False)
+    (tmp_path / "file").write_text("")
+    rc = main(["attack", "--model", "resnet56_sdn_cifar10", "--device", "cpu", "--amp", "bf16", "--n", "2",
+               "--out", str(tmp_path / "file" / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[0] == ("deepsloth: warning: bf16 autocast on a CPU without native bf16 (no AMX or "
+                                  "AVX512-BF16) is emulated and many times slower than fp32; use --amp auto or "
+                                  "off here")
+    assert len(err) == 2 and err[1].startswith("deepsloth: error:")

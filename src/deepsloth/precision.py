@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from .errors import DeepslothError
+from .errors import DeepslothError, DeepslothWarning
 
 AMP_CHOICES = ("off", "bf16", "auto")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")   # /proc/cpuinfo flags of native bf16 arithmetic
@@ -75,7 +75,7 @@ def resolve_amp(amp: Optional[str], device) -> Optional[str]:
         return "bf16" if native else None
     if not native and torch.device(device).type == "cpu":
         warnings.warn("bf16 autocast on a CPU without native bf16 (no AMX or AVX512-BF16) is emulated and many "
-                      "times slower than fp32; use --amp auto or off here", RuntimeWarning, stacklevel=2)
+                      "times slower than fp32; use --amp auto or off here", DeepslothWarning, stacklevel=2)
     return amp
 
 

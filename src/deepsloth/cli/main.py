@@ -8,13 +8,15 @@ argparse rejects, or a `DeepslothError` from the library) is one line on stderr 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 from typing import List, NoReturn, Optional
 
 from .. import __version__
-from ..errors import DeepslothError
+from ..errors import DeepslothError, DeepslothWarning
 
 # Order here is the order in `deepsloth --help`.
 COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "grid", "report", "latency", "represent",
@@ -46,7 +48,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     _terminate_as_interrupt()
     try:
-        rc = args.func(args)
+        with _one_line_warnings():
+            rc = args.func(args)
         sys.stdout.flush()
     except DeepslothError as exc:
         print(f"deepsloth: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
@@ -62,6 +65,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             pass
         return 0
     return int(rc or 0)
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """The library's own warnings (`DeepslothWarning`) as one `deepsloth: warning: ...` line on stderr."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DeepslothWarning):
+                print(f"deepsloth: warning: {str(message).splitlines()[0]}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+        warnings.showwarning = show
+        yield
 
 
 def _terminate_as_interrupt() -> None:
