@@ -4,6 +4,7 @@
     python scripts/results_page.py --collect runs/grid  # first copy new comparison files from a grid run
     python scripts/results_page.py --collect-transfer runs/transfer   # and transfer records (`deepsloth transfer`)
     python scripts/results_page.py --collect-defence runs/defence     # and the defence study's grid cells
+    python scripts/results_page.py --collect-budget runs/probe        # and the universal-budget check
     python scripts/results_page.py --sweep resnet56_sdn_cifar10 ...   # first save clean sweeps (computes)
 
 Saved inputs: docs/results/grid/<model>/<cell>-<key>.json (comparison records written by
@@ -218,6 +219,35 @@ def tiny_section() -> list:
             "|" + "---|" * 9] + model_rows(folder, first) + [""]
 
 
+def budget_section() -> list:
+    """Universal DeepSloth in l_2 / l_1 at budgets matched to what the l_inf universal perturbation spends in
+    that norm (records under docs/results/budget/<model>/), next to the grid's default-budget cells."""
+    folder = RESULTS / "budget"
+    probes = load_results(folder) if folder.is_dir() else []
+    if not probes:
+        return []
+    out = ["## Budget check: universal DeepSloth in l_2 and l_1", "",
+           "The grid's universal l_2 and l_1 cells use the per-sample budgets of docs/method.md §5.3 (l_2 ending at "
+           "0.35, l_1 at 8), far below what the l_inf universal perturbation spends in those norms. Here the same "
+           "schedules run with budgets matched to it (everything else default; first 1,000 test images, RAD 5% "
+           "and 15%). The runs are the `budget` step of `scripts/train_queue.sh`.", "",
+           "| model | attack | eps (start) | achieved l_inf / l_2 / l_1 | efficacy @5 | reduction % @5 | "
+           "reduction % @15 | final acc % |", "|" + "---|" * 8]
+    cells = ("deepsloth-linf-universal", "deepsloth-l2-universal", "deepsloth-l1-universal")
+    for name in sorted({r["model"]["name"] for r in probes}):
+        grid = [r for r in load_results(RESULTS / "grid" / name) if r["cell"] in cells] \
+            if (RESULTS / "grid" / name).is_dir() else []
+        mine = [r for r in probes if r["model"]["name"] == name]
+        for r in sorted(grid, key=lambda r: cells.index(r["cell"])) + sorted(mine, key=lambda r: r["cell"]):
+            n = r["norms"]
+            tag = "" if r in grid else " **matched budget**"
+            out.append(f"| {name} | {r['label']}{tag} | {r['attack']['params']['eps']:.3g} | "
+                       f"{n['linf']['mean']:.3f} / {n['l2']['mean']:.2f} / {n['l1']['mean']:.1f} | "
+                       f"{r['rad']['5']['attacked']['efficacy']:.3f} | {_pct(r['rad']['5']['efficacy_reduction'])} | "
+                       f"{_pct(r['rad']['15']['efficacy_reduction'])} | {_pct(r['attacked']['final_accuracy'])} |")
+    return out + [""]
+
+
 def defence_section() -> list:
     """Adversarial training against slowdown (docs/method.md §10.3): one row per model."""
     folder = RESULTS / "defence"
@@ -332,6 +362,7 @@ def todo() -> list:
         # VGG16-BN crafts about 5x faster than fp32 ResNet-56) and each one is saved as it finishes
         "vgg-grid": all_cells <= saved_cells(RESULTS / "grid" / VGG),
         "grid-expensive": all(all_cells <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
+        "budget": {"deepsloth-l2-universal", "deepsloth-l1-universal"} <= saved_cells(RESULTS / "budget" / SHIPPED[1]),
     }
     order = list(steps)
     if not native_bf16("cpu"):
@@ -351,6 +382,8 @@ def main() -> None:
                     help="copy comparison files from the defence study's grid folder first")
     ap.add_argument("--collect-tiny", type=Path, default=None,
                     help="copy comparison files from the Tiny ImageNet grid folder first")
+    ap.add_argument("--collect-budget", type=Path, default=None,
+                    help="copy comparison files of the universal-budget check (runs/probe) first")
     ap.add_argument("--todo", action="store_true", help="only print the queue steps whose results are not saved yet")
     ap.add_argument("--missing", default=None, metavar="MODEL",
                     help="only print MODEL's grid cells not saved yet, in the queue's order")
@@ -376,6 +409,8 @@ def main() -> None:
         print(f"collected {collect(args.collect_tiny, 'tiny')} new or changed Tiny ImageNet comparison files")
     if args.collect_defence:
         print(f"collected {collect(args.collect_defence, 'defence')} new or changed defence comparison files")
+    if args.collect_budget:
+        print(f"collected {collect(args.collect_budget, 'budget')} new or changed budget-check comparison files")
     for m in args.sweep:
         print(f"saved {save_sweep(m)}")
     lines = ["# Results", "",
@@ -401,6 +436,7 @@ def main() -> None:
         if any(missing.values()):
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
+    lines += budget_section()
     lines += transfer_section()
     lines += defence_section()
     lines += tiny_section()

@@ -152,6 +152,15 @@ step_vgg-grid() {
   done
 }
 
+# issue 13: why universal DeepSloth in l_2 / l_1 is weak: the same schedules with budgets matched to what the l_inf
+# universal perturbation spends in that norm (l_2 1.67, l_1 90), on the MobileNet (about 11 + 6 CPU min alone)
+step_budget() {
+  # l_2: the budget decays by 0.9 ten times (x0.349), so a starting eps of 4.8 ends at 1.67
+  run deepsloth attack --model $M --attack deepsloth-l2-universal --eps 4.8 --n 1000 --device cpu --out runs/probe
+  run deepsloth attack --model $M --attack deepsloth-l1-universal --eps 90 --n 1000 --device cpu --out runs/probe
+  page --collect-budget runs/probe
+}
+
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)
 for s in "${steps[@]}"; do
