@@ -9,6 +9,9 @@
 # at its end the step copies its small result files into docs/results/ (commit them). Inside a
 # step everything resumes: finished grid cells are skipped, per-sample cells keep their finished
 # batches, training resumes per epoch and finished training stages are reused.
+# Run nothing heavy beside it (tests, benchmarks, another attack): two torch processes on 2 cores oversubscribe
+# the threads, and small-batch work suffers most (the MobileNet UAP cell took 2.5-4.5 min per pass beside another
+# attack, 12 s alone). Pause it instead: kill -STOP, then -CONT, the running deepsloth process.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/deepsloth ]; then   # a fresh machine: the project's environment first
