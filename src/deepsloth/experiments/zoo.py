@@ -164,7 +164,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
                 model, parent_meta = load_model_dir(prev_dir)
                 meta = dict(base, parent=parent_record(prev_dir, parent_meta))
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
-                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage, spec, amp))
+                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True,
+                        amp=stage_amp(stage, spec, amp))
         prev_dir = stage_dir
     avg = spec.get("average") if not recipe and epochs is None else None
     if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
@@ -245,5 +246,5 @@ def clean_sweep(model: str, *, n: Optional[int] = None, device: str = "auto",
             "thresholds": {k: v["threshold"] for k, v in ctx.thresholds.items()}}
 
 
-__all__ = ["train_zoo_model", "stage_amp", "install", "summary", "summaries", "lineage", "find_recipe", "parent_record",
-           "clean_sweep", "PAPER_VGG16BN_SWEEP"]
+__all__ = ["train_zoo_model", "stage_amp", "install", "summary", "summaries", "lineage", "find_recipe",
+           "parent_record", "clean_sweep", "PAPER_VGG16BN_SWEEP"]
