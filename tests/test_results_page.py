@@ -54,3 +54,43 @@ def test_todo_puts_the_fp32_cells_first_without_native_bf16(monkeypatch):
     # ("vgg" leaves the list once the shipped VGG16-BN reaches 90%)
     assert orders[True][-1] == "grid-expensive" and orders[True][0] != "grid-expensive"
     assert orders[False][0] == "grid-expensive" and sorted(orders[False]) == sorted(orders[True])
+
+
+def _comparison(name, cell, eps, red5, n=1000):
+    side = lambda e: {"efficacy": e}   # noqa: E731
+    return {"format": "deepsloth-comparison/1", "cell": cell, "label": cell, "model": {"name": name},
+            "data": {"n": n}, "attack": {"params": {"eps": eps}},
+            "norms": {"linf": {"mean": 0.1}, "l2": {"mean": 1.0}, "l1": {"mean": 50.0}},
+            "attacked": {"final_accuracy": 0.5},
+            "rad": {"5": {"attacked": side(0.1), "efficacy_reduction": red5},
+                    "15": {"attacked": side(0.2), "efficacy_reduction": red5 / 2}}}
+
+
+def test_budget_section_puts_matched_per_sample_runs_beside_the_grid_cells(tmp_path, monkeypatch):
+    """The per-sample budget check: its two matched-budget runs are listed after the grid's three per-sample
+    cells and summarised with the numbers of all five; the universal table is absent without its runs."""
+    page = _page()
+    name = "mobilenet_sdn_cifar10"
+    monkeypatch.setattr(page, "RESULTS", tmp_path)
+    monkeypatch.setattr(page, "load_results", lambda folder: [
+        json.loads(f.read_text()) for f in sorted(Path(folder).rglob("*.json"))])
+    for folder, cell, eps, red, n in (("grid", "deepsloth-linf-sample", 8 / 255, 0.98, 1000),
+                                      ("grid", "deepsloth-l2-sample", 1.0, 0.467, 1000),
+                                      ("grid", "deepsloth-l1-sample", 8.0, 0.728, 1000),
+                                      ("grid", "pgd-linf-sample", 8 / 255, -0.04, 1000),
+                                      ("budget", "deepsloth-l2-sample", 3.67, 0.961, 500),
+                                      ("budget", "deepsloth-l1-sample", 63.0, 1.0, 500)):
+        d = tmp_path / folder / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{cell}.json").write_text(json.dumps(_comparison(name, cell, eps, red, n)))
+    lines = page.budget_section()
+    assert lines[0] == "## Budget check: per-sample DeepSloth in l_2 and l_1"
+    assert not any("universal DeepSloth in l_2" in line for line in lines)
+    rows = [line for line in lines if line.startswith(f"| {name} |")]
+    assert [r.split(" | ")[1] for r in rows] == ["deepsloth-linf-sample", "deepsloth-l2-sample", "deepsloth-l1-sample",
+                                                 "deepsloth-l1-sample **matched budget**",
+                                                 "deepsloth-l2-sample **matched budget**"]
+    assert rows[3].split(" | ")[2:4] == ["500", "63"] and rows[4].split(" | ")[6] == "96.1"
+    summary = next(line for line in lines if line.startswith(f"**{name}**"))
+    assert "per-sample DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by 96.1% / 100.0%" in summary
+    assert "(default budgets: 46.7% / 72.8%; l_inf: 98.0%)" in summary
