@@ -33,7 +33,10 @@ ZOO_RECIPES: Dict[str, Dict] = {
         # autocast); the shipped model's second stage continued its first stage's fp16-stored backbone
         "cnn": [{"recipe": "fast", "epochs": 12, "lr": 0.1},
                 {"recipe": "fast", "epochs": 10, "lr": 0.05, "amp": "bf16"},
-                {"recipe": "fast", "epochs": 10, "lr": 0.02, "amp": "bf16"}],
+                {"recipe": "fast", "epochs": 10, "lr": 0.02, "amp": "bf16"},
+                # 96.8% training accuracy at 88.4% test: more epochs, with cutout against the overfitting
+                {"recipe": "fast", "epochs": 20, "lr": 0.05, "cutout": 16, "amp": "bf16"},   # 89.8%
+                {"recipe": "fast", "epochs": 4, "lr": 0.01, "cutout": 16, "amp": "bf16"}],   # 90.2%
         "ic-only": {"recipe": "fast", "epochs": 2, "amp": "bf16"},
         "store_dtype": "float16",
     },
