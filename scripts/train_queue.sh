@@ -167,8 +167,10 @@ step_budget() {
 # same schedules with budgets matched to what the per-sample l_inf attack spends in that norm (l_2 1.28 on average:
 # a start of 3.67 decays to 1.28; l_1 63), first 500 test images, thresholds from the grid's 1,000 (about 17 + 33 CPU min)
 step_budget-sample() {
-  run deepsloth attack --model $M --attack deepsloth-l1-sample --eps 63 --n 500 --calib-n 1000 --device cpu --out runs/probe
-  run deepsloth attack --model $M --attack deepsloth-l2-sample --eps 3.67 --n 500 --calib-n 1000 --device cpu --out runs/probe
+  for a in "l1-sample 63" "l2-sample 3.67"; do set -- $a   # a run saved in an earlier session is not repeated
+    ls docs/results/budget/$M/deepsloth-$1-*.json >/dev/null 2>&1 && continue
+    run deepsloth attack --model $M --attack deepsloth-$1 --eps $2 --n 500 --calib-n 1000 --device cpu --out runs/probe
+  done
   page --collect-budget runs/probe
 }
 
