@@ -244,7 +244,8 @@ def budget_section() -> list:
         mine_all = [r for r in probes if r["cell"] in cells]
         if not mine_all:
             continue
-        out += [f"## Budget check: {'universal' if scope == 'universal' else 'per-sample'} DeepSloth in l_2 and l_1",
+        kind = "universal" if scope == "universal" else "per-sample"
+        out += [f"## Budget check: {kind} DeepSloth in l_2 and l_1",
                 "", intro + f" The runs are the `{step}` step of `scripts/train_queue.sh`.", "",
                 "| model | attack | images | eps (start) | achieved l_inf / l_2 / l_1 | efficacy @5 | reduction % @5 | "
                 "reduction % @15 | final acc % |", "|" + "---|" * 9]
@@ -264,8 +265,7 @@ def budget_section() -> list:
                                          if r["cell"] == cell), None)
             if not (all(red(rs, c) for rs in (grid, mine) for c in cells[1:]) and red(grid, cells[0])):
                 continue
-            what = "universal DeepSloth" if scope == "universal" else "per-sample DeepSloth"
-            out += ["", f"**{name}**: at matched budgets {what} in l_2 / l_1 cuts the efficacy at RAD 5% by "
+            out += ["", f"**{name}**: at matched budgets {kind} DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by "
                     f"{red(mine, cells[1])}% / {red(mine, cells[2])}% (default budgets: {red(grid, cells[1])}% / "
                     f"{red(grid, cells[2])}%; l_inf: {red(grid, cells[0])}%). The weak l_2 / l_1 rows of the grid "
                     "come from the budgets, not from the attack."
@@ -385,10 +385,10 @@ def todo() -> list:
                     <= saved_cells(RESULTS / "tiny" / f"{a}-sdn") for a in ("mobilenet", "resnet56")),
         "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
         else False,
-        # the VGG16-BN grid before the shipped models' expensive cells: its cells are the cheapest per step (bf16
-        # VGG16-BN crafts about 5x faster than fp32 ResNet-56) and each one is saved as it finishes
         # why per-sample DeepSloth in l_2 / l_1 falls short of l_inf: matched budgets (about 50 CPU min)
         "budget-sample": {"deepsloth-l2-sample", "deepsloth-l1-sample"} <= saved_cells(RESULTS / "budget" / SHIPPED[1]),
+        # the VGG16-BN grid before the shipped models' expensive cells: its cells are the cheapest per step (bf16
+        # VGG16-BN crafts about 5x faster than fp32 ResNet-56) and each one is saved as it finishes
         "vgg-grid": all_cells <= saved_cells(RESULTS / "grid" / VGG),
         "grid-expensive": all(all_cells <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
         "budget": {"deepsloth-l2-universal", "deepsloth-l1-universal"} <= saved_cells(RESULTS / "budget" / SHIPPED[1]),
