@@ -34,9 +34,13 @@ from deepsloth.precision import native_bf16  # noqa: E402
 
 
 def collect(run_dir: Path, into: str = "grid") -> int:
-    """Copy comparison records (not the crafted tensors) from a run folder into docs/results/<into>."""
+    """Copy comparison records (not the crafted tensors) from a run folder into docs/results/<into>, leaving
+    out records made on a zoo model's earlier weights (a run folder keeps them; --prune-stale would only
+    delete them again)."""
     n = 0
     for rec in load_results(run_dir):
+        if is_stale(rec):
+            continue
         src = Path(rec["_file"])
         dest = RESULTS / into / src.relative_to(run_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,13 @@ def test_stale_records_are_left_out_and_pruned(tmp_path, monkeypatch):
     gone = page.prune_stale()
     assert [f.name for f in gone] == ["pgd-linf-sample-b.json"]
     assert sorted(f.name for f in grid.iterdir()) == ["clean-a.json"]
+    # collecting a run folder that still holds the stale record does not bring it back
+    run = tmp_path / "run" / name
+    run.mkdir(parents=True)
+    (run / "clean-c.json").write_text(json.dumps(_record(name, now)))
+    (run / "pgd-linf-sample-b.json").write_text(json.dumps(_record(name, "0" * 64, "pgd-linf-sample")))
+    assert page.collect(tmp_path / "run") == 1
+    assert sorted(f.name for f in grid.iterdir()) == ["clean-a.json", "clean-c.json"]
 
 
 def test_todo_puts_the_fp32_cells_first_without_native_bf16(monkeypatch):
