@@ -166,13 +166,20 @@ step_budget() {
 # issue 13: why per-sample DeepSloth in l_2 / l_1 falls short of l_inf (46.7% / 72.8% vs 98.0% on the MobileNet): the
 # same schedules with budgets matched to what the per-sample l_inf attack spends in that norm (l_2 1.28 on average:
 # a start of 3.67 decays to 1.28; l_1 63), first 500 test images, thresholds from the grid's 1,000 (about 17 + 33 CPU min)
-step_budget-sample() {
-  for a in "l1-sample 63" "l2-sample 3.67"; do set -- $a   # a run saved in an earlier session is not repeated
-    ls docs/results/budget/$M/deepsloth-$1-*.json >/dev/null 2>&1 && continue
-    run deepsloth attack --model $M --attack deepsloth-$1 --eps $2 --n 500 --calib-n 1000 --device cpu --out runs/probe
+budget_sample() {   # MODEL [attack options]
+  local model=$1 attack eps; shift
+  for a in "l1-sample 63" "l2-sample 3.67"; do   # a run saved in an earlier session is not repeated
+    read -r attack eps <<< "$a"
+    ls docs/results/budget/$model/deepsloth-$attack-*.json >/dev/null 2>&1 && continue
+    run deepsloth attack --model $model --attack deepsloth-$attack --eps $eps --n 500 --calib-n 1000 --device cpu \
+        --out runs/probe "$@"
   done
   page --collect-budget runs/probe
 }
+step_budget-sample() { budget_sample $M; }
+# the same on the VGG16-BN SDN, whose per-sample l_inf attack spends the same (l_2 1.29, l_1 64), bf16 where native
+# (about 35 CPU min)
+step_budget-sample-vgg() { budget_sample vgg16bn_sdn_cifar10 --amp auto; }
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)
