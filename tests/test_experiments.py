@@ -179,6 +179,56 @@ def test_universal_and_class_crafting_records(setup, tmp_path):
     assert again.reused and torch.equal(again.inputs, uni.inputs)
 
 
+def test_killed_class_universal_crafting_resumes_with_the_finished_classes(setup, tmp_path, monkeypatch):
+    from deepsloth.attacks import DeepSloth
+    ctx = ctx_for(setup, 6)
+    spec = resolve_spec("deepsloth-class", dataset="cifar10", steps=2, n_images=3)
+    pool = ctx.train_pool()
+    y = torch.arange(pool.images.shape[0]) % 4   # four classes with data (the synthetic labels have fewer)
+    ref = create_attack(spec, ctx.model, seed=0, device="cpu")(pool.images, y)
+    original, calls = DeepSloth._universal, {"n": 0}
+
+    def dying(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(DeepSloth, "_universal", dying)
+    atk = create_attack(spec, ctx.model, seed=0, device="cpu")
+    atk.class_checkpoint = tmp_path
+    with pytest.raises(KeyboardInterrupt):
+        atk(pool.images, y)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["class-00000.safetensors", "class-00001.safetensors"]
+    calls["n"] = -100
+    atk = create_attack(spec, ctx.model, seed=0, device="cpu")
+    atk.class_checkpoint = tmp_path
+    again = atk(pool.images, y)
+    # only the two classes not finished before the kill are crafted again, and the result is bit-identical
+    assert calls["n"] == -98 and torch.equal(again, ref) and atk.last_info["resumed_classes"] == 2
+    assert torch.count_nonzero(ref[:4].flatten(1), dim=1).min() > 0 and not ref[4:].any()
+
+
+def test_class_universal_crafting_keeps_finished_classes_until_the_result_is_written(setup, tmp_path, monkeypatch):
+    from deepsloth.attacks import DeepSloth
+    ctx = ctx_for(setup, 6)
+    spec = resolve_spec("deepsloth-class", dataset="cifar10", steps=1, n_images=2)
+    ref = craft(ctx, spec, seed=0)
+    original = DeepSloth._universal
+
+    def dying(self, *a, **k):
+        original(self, *a, **k)
+        raise KeyboardInterrupt   # killed right after the first class with data, before it is kept
+    monkeypatch.setattr(DeepSloth, "_universal", dying)
+    with pytest.raises(KeyboardInterrupt):
+        craft(ctx, spec, seed=0, out_dir=tmp_path)
+    partial = next(tmp_path.glob("*.partial"))
+    assert partial.is_dir() and not list(partial.glob("class-*"))   # the class was not finished: nothing kept
+    monkeypatch.setattr(DeepSloth, "_universal", original)
+    again = craft(ctx, spec, seed=0, out_dir=tmp_path)
+    assert torch.equal(again.tensors["deltas"], ref.tensors["deltas"]) and not partial.exists()
+
+
 # ------------------------------------------------------------------ grid and report
 
 def _grid(setup, out, cells):

@@ -30,12 +30,16 @@ runs the universal attack on each class's inputs, for every class of the model's
 """
 from __future__ import annotations
 
+import json
 import math
+import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import nn
 
+from ..io import load_tensors, save_tensors
 from ..validate import check_count, check_eps, check_number, check_positive
 from ..progress import progress
 from .base import Attack, derive_seed
@@ -151,6 +155,9 @@ class DeepSloth(Attack):
             n_images=n_images, batch_size=batch_size, epochs=epochs).items() if v is not None}
         self.last_info: Dict[str, Any] = {}
         self._image_size: Optional[int] = None
+        # class-universal scope: a folder where each finished class's perturbation is kept, so that a killed run
+        # resumes with the finished classes (set by experiments.craft for a result written to disk; None: not kept)
+        self.class_checkpoint: Optional[Path] = None
         self.params()   # validate the hyper-parameters now, not at the first call
 
     # -- hyper-parameters ----------------------------------------------------------------
@@ -287,20 +294,35 @@ class DeepSloth(Attack):
                 num_classes = int(self.logits(self.prepare(x_all[:1]))[-1].shape[-1])
         base = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         deltas = torch.zeros((num_classes,) + tuple(x_all.shape[1:]), device=self.device)
-        missing, per_class = [], {}
+        missing, per_class, resumed, resumed_seconds = [], {}, 0, 0.0
         for c in progress(range(num_classes), desc="class-universal DeepSloth", unit="class"):
             members = (labels == c).nonzero().flatten()
             if members.numel() == 0:
                 missing.append(c)
                 continue
-            gen_c = torch.Generator().manual_seed(derive_seed(base, "class", c))
-            deltas[c], info = self._universal(x_all[members.to(x_all.device)], p, gen_c)
+            kept = None if self.class_checkpoint is None else Path(self.class_checkpoint) / f"class-{c:05d}.safetensors"
+            if kept is not None and kept.is_file():   # crafted before a kill: each class has its own seed
+                from safetensors import safe_open
+                with safe_open(str(kept), framework="pt") as f:
+                    meta = f.metadata() or {}
+                deltas[c] = load_tensors(kept)["delta"].to(deltas.device)
+                info = json.loads(meta["info"])
+                resumed, resumed_seconds = resumed + 1, resumed_seconds + float(meta.get("seconds", 0.0))
+            else:
+                gen_c = torch.Generator().manual_seed(derive_seed(base, "class", c))
+                t0 = time.perf_counter()
+                deltas[c], info = self._universal(x_all[members.to(x_all.device)], p, gen_c)
+                if kept is not None:
+                    save_tensors(kept, {"delta": deltas[c].float()},
+                                 metadata={"info": json.dumps(info), "seconds": f"{time.perf_counter() - t0:.6f}"})
             per_class[c] = info["n_images"]
         self.last_info = {"num_classes": num_classes, "classes_without_data": missing,
                           "images_per_class": {"min": min(per_class.values(), default=0),
                                                "max": max(per_class.values(), default=0)},
                           "iterations_per_class": info["iterations"] if per_class else 0,
                           "final_eps": info["final_eps"] if per_class else float(p["eps"])}
+        if resumed:
+            self.last_info.update(resumed_classes=resumed, resumed_seconds=round(resumed_seconds, 3))
         return deltas
 
 

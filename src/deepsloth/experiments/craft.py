@@ -12,7 +12,9 @@
   batches rank, rank + world, ...; once every batch is present (from any rank), `craft` (or
   `merge`) assembles them, bit-identical to the one-process result.
 * Universal and class-universal perturbations are crafted once on the context's training pool
-  (with `shard`, by rank 0 only).
+  (with `shard`, by rank 0 only). With `out_dir`, each finished class of a class-universal
+  perturbation is kept in `<stem>.partial/` too (every class has its own derived seed), so a
+  killed run resumes with the finished classes.
 * One writer per result: while a result is crafted, `<stem>.lock` (`io.exclusive`) holds the
   writer's pid, so a second process asked for the same result stops with an error naming it
   instead of mixing batches; a sharded rank locks only its own batches (`<stem>.rank<r>-of-<w>`),
@@ -190,17 +192,28 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
         return None
     atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device)
     pool = ctx.train_pool()
+    partial = None
+    if out is not None and spec.scope == "class" and hasattr(atk, "class_checkpoint"):
+        partial = out / f"{stem}.partial"   # finished classes are kept here until the result is written
+        _open_partial(partial, key)
+        atk.class_checkpoint = partial
     t0 = time.perf_counter()
     if spec.scope == "universal":
         tensors = {"delta": atk(pool.images).float().cpu()}
     else:
         tensors = {"deltas": atk(pool.images, pool.labels).float().cpu()}
-    record["seconds"] = round(time.perf_counter() - t0, 3)
-    record["craft"] = dict(getattr(atk, "last_info", {}) or {})
+    info = dict(getattr(atk, "last_info", {}) or {})
+    if info.get("resumed_classes"):
+        log(f"{spec.cell}: resumed with {info['resumed_classes']} classes crafted before")
+    record["seconds"] = round(time.perf_counter() - t0 + info.pop("resumed_seconds", 0.0), 3)
+    record["craft"] = info
     delta = tensors.get("delta")
     delta = delta[None] if delta is not None else tensors["deltas"]
     record["perturbation_norms"] = norm_report(delta, torch.zeros_like(delta))
-    return _finish(ctx, spec, seed, KIND[spec.scope], tensors, record, final)
+    crafted = _finish(ctx, spec, seed, KIND[spec.scope], tensors, record, final)
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    return crafted
 
 
 def _finish(ctx: Context, spec: AttackSpec, seed: int, kind: str, tensors: Dict[str, torch.Tensor],
