@@ -143,20 +143,26 @@ def test_sharded_crafting_merges_bit_identically(setup, tmp_path):
         craft(ctx, spec, shard=(2, 2))
 
 
+def _kill_at_call(monkeypatch, owner, name, call):
+    """Make `owner.name` raise KeyboardInterrupt (a kill) at its `call`-th call; returns the call counter."""
+    original, calls = getattr(owner, name), {"n": 0}
+
+    def dying(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(owner, name, dying)
+    return calls
+
+
 def test_killed_crafting_resumes_identically(setup, tmp_path, monkeypatch):
     from deepsloth.attacks import DeepSloth
     ctx = ctx_for(setup, 7)
     spec = resolve_spec("deepsloth", dataset="cifar10", steps=2)
     ref = craft(ctx, spec, seed=0, batch_size=3).inputs
-    original, calls = DeepSloth.__call__, {"n": 0}
-
-    def dying(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(DeepSloth, "__call__", dying)
+    calls = _kill_at_call(monkeypatch, DeepSloth, "__call__", 2)
     with pytest.raises(KeyboardInterrupt):
         craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
     partial = next(tmp_path.glob("*.partial"))
@@ -186,15 +192,7 @@ def test_killed_class_universal_crafting_resumes_with_the_finished_classes(setup
     pool = ctx.train_pool()
     y = torch.arange(pool.images.shape[0]) % 4   # four classes with data (the synthetic labels have fewer)
     ref = create_attack(spec, ctx.model, seed=0, device="cpu")(pool.images, y)
-    original, calls = DeepSloth._universal, {"n": 0}
-
-    def dying(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(DeepSloth, "_universal", dying)
+    calls = _kill_at_call(monkeypatch, DeepSloth, "_universal", 3)
     atk = create_attack(spec, ctx.model, seed=0, device="cpu")
     atk.class_checkpoint = tmp_path
     with pytest.raises(KeyboardInterrupt):

@@ -86,6 +86,17 @@ def load_tensors(path: os.PathLike | str, device: str | torch.device = "cpu") ->
         raise DeepslothError(f"cannot read {path} as safetensors: {exc}") from None
 
 
+def read_metadata(path: os.PathLike | str) -> Dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none), without loading its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:   # safetensors raises its own error types
+        raise DeepslothError(f"cannot read {path} as safetensors: {exc}") from None
+
+
 # ---------------------------------------------------------------- write locks
 
 STALE_ELSEWHERE_S = 24 * 3600   # a lock taken on another host is presumed stale after a day

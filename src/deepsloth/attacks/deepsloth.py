@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from ..io import load_tensors, save_tensors
+from ..io import load_tensors, read_metadata, save_tensors
 from ..validate import check_count, check_eps, check_number, check_positive
 from ..progress import progress
 from .base import Attack, derive_seed
@@ -302,9 +302,7 @@ class DeepSloth(Attack):
                 continue
             kept = None if self.class_checkpoint is None else Path(self.class_checkpoint) / f"class-{c:05d}.safetensors"
             if kept is not None and kept.is_file():   # crafted before a kill: each class has its own seed
-                from safetensors import safe_open
-                with safe_open(str(kept), framework="pt") as f:
-                    meta = f.metadata() or {}
+                meta = read_metadata(kept)
                 deltas[c] = load_tensors(kept)["delta"].to(deltas.device)
                 info = json.loads(meta["info"])
                 resumed, resumed_seconds = resumed + 1, resumed_seconds + float(meta.get("seconds", 0.0))

@@ -42,7 +42,7 @@ from ..attacks.base import apply_universal, derive_seed
 from ..attacks.norms import norm_report
 from ..attacks.registry import AttackSpec, create_attack
 from ..errors import DeepslothError
-from ..io import LockHeld, atomic_path, exclusive, load_tensors, save_tensors
+from ..io import LockHeld, atomic_path, exclusive, load_tensors, read_metadata, save_tensors
 from ..progress import progress
 from .context import Context
 
@@ -287,11 +287,7 @@ def _craft_samples(ctx: Context, spec: AttackSpec, seed: int, bs: int, out: Opti
 
 
 def _read_batch(path: Path) -> Tuple[torch.Tensor, float]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return load_tensors(path)["images"], float(meta.get("seconds", 0.0))
+    return load_tensors(path)["images"], float(read_metadata(path).get("seconds", 0.0))
 
 
 def merge(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,

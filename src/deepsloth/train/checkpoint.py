@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import DeepslothError
-from ..io import load_tensors, read_json, save_tensors, write_json
+from ..io import load_tensors, read_json, read_metadata, save_tensors, write_json
 from ..models.io import load_state_strict
 
 STATE = "checkpoint.safetensors"
@@ -77,12 +77,7 @@ def load_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimize
     if state.parent != directory or not state.is_file():
         raise DeepslothError(f"{directory / INFO} names {state.name}, which is missing; remove the "
                              f"checkpoint files to start over")
-    from safetensors import safe_open
-    try:
-        with safe_open(str(state), framework="pt") as f:
-            saved_epoch = (f.metadata() or {}).get("epoch")
-    except Exception as exc:   # safetensors raises its own error types
-        raise DeepslothError(f"cannot read {state} as safetensors: {exc}") from None
+    saved_epoch = read_metadata(state).get("epoch")
     if saved_epoch is not None and saved_epoch != str(info["epoch"]):
         raise DeepslothError(f"{state} holds epoch {saved_epoch} but {directory / INFO} says epoch "
                              f"{info['epoch']}; remove the checkpoint files to start over")
