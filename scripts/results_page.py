@@ -254,6 +254,7 @@ def budget_section() -> list:
                 "", intro + f" The runs are the `{step}` step of `scripts/train_queue.sh`.", "",
                 "| model | attack | images | eps (start) | achieved l_inf / l_2 / l_1 | efficacy @5 | reduction % @5 | "
                 "reduction % @15 | final acc % |", "|" + "---|" * 9]
+        notes: list = []   # one summary per model, after the table (a paragraph inside it would split the table)
         for name in sorted({r["model"]["name"] for r in mine_all}):
             grid = [r for r in load_results(RESULTS / "grid" / name) if r["cell"] in cells] \
                 if (RESULTS / "grid" / name).is_dir() else []
@@ -270,13 +271,13 @@ def budget_section() -> list:
                                          if r["cell"] == cell), None)
             if not (all(red(rs, c) for rs in (grid, mine) for c in cells[1:]) and red(grid, cells[0])):
                 continue
-            out += ["", f"**{name}**: at matched budgets {kind} DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by "
+            notes += ["", f"**{name}**: at matched budgets {kind} DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by "
                     f"{red(mine, cells[1])}% / {red(mine, cells[2])}% (default budgets: {red(grid, cells[1])}% / "
                     f"{red(grid, cells[2])}%; l_inf: {red(grid, cells[0])}%). The weak l_2 / l_1 rows of the grid "
                     "come from the budgets, not from the attack."
                     + (" The l_1 perturbation puts its budget on few pixels (see its l_inf), which also costs "
                        "final-exit accuracy." if scope == "universal" else "")]
-        out += [""]
+        out += notes + [""]
     return out
 
 

@@ -75,22 +75,30 @@ def _comparison(name, cell, eps, red5, n=1000):
 
 def test_budget_section_puts_matched_per_sample_runs_beside_the_grid_cells(tmp_path, monkeypatch):
     """The per-sample budget check: its two matched-budget runs are listed after the grid's three per-sample
-    cells and summarised with the numbers of all five; the universal table is absent without its runs."""
+    cells and summarised with the numbers of all five; the universal table is absent without its runs; a second
+    model's rows stay in the same table (the summaries come after it)."""
     page = _page()
-    name = "mobilenet_sdn_cifar10"
+    name, other = "mobilenet_sdn_cifar10", "vgg16bn_sdn_cifar10"
     monkeypatch.setattr(page, "RESULTS", tmp_path)
     monkeypatch.setattr(page, "load_results", lambda folder: [
         json.loads(f.read_text()) for f in sorted(Path(folder).rglob("*.json"))])
-    for folder, cell, eps, red, n in (("grid", "deepsloth-linf-sample", 8 / 255, 0.98, 1000),
+    for folder, cell, eps, red, n, *model in (("grid", "deepsloth-linf-sample", 8 / 255, 0.98, 1000),
                                       ("grid", "deepsloth-l2-sample", 1.0, 0.467, 1000),
                                       ("grid", "deepsloth-l1-sample", 8.0, 0.728, 1000),
                                       ("grid", "pgd-linf-sample", 8 / 255, -0.04, 1000),
                                       ("budget", "deepsloth-l2-sample", 3.67, 0.961, 500),
-                                      ("budget", "deepsloth-l1-sample", 63.0, 1.0, 500)):
-        d = tmp_path / folder / name
+                                      ("budget", "deepsloth-l1-sample", 63.0, 1.0, 500),
+                                      ("grid", "deepsloth-linf-sample", 8 / 255, 0.963, 1000, other),
+                                      ("budget", "deepsloth-l1-sample", 63.0, 0.999, 500, other)):
+        m = model[0] if model else name
+        d = tmp_path / folder / m
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{cell}.json").write_text(json.dumps(_comparison(name, cell, eps, red, n)))
+        (d / f"{cell}.json").write_text(json.dumps(_comparison(m, cell, eps, red, n)))
     lines = page.budget_section()
+    # one table: the header's separator, then every model's rows without a break
+    start = lines.index("|" + "---|" * 9) + 1
+    table = lines[start:lines.index("", start)]
+    assert [line.split(" | ")[0] for line in table] == [f"| {name}"] * 5 + [f"| {other}"] * 2
     assert lines[0] == "## Budget check: per-sample DeepSloth in l_2 and l_1"
     assert not any("universal DeepSloth in l_2" in line for line in lines)
     rows = [line for line in lines if line.startswith(f"| {name} |")]
