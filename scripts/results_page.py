@@ -272,11 +272,11 @@ def budget_section() -> list:
             if not (all(red(rs, c) for rs in (grid, mine) for c in cells[1:]) and red(grid, cells[0])):
                 continue
             notes += ["", f"**{name}**: at matched budgets {kind} DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by "
-                    f"{red(mine, cells[1])}% / {red(mine, cells[2])}% (default budgets: {red(grid, cells[1])}% / "
-                    f"{red(grid, cells[2])}%; l_inf: {red(grid, cells[0])}%). The weak l_2 / l_1 rows of the grid "
-                    "come from the budgets, not from the attack."
-                    + (" The l_1 perturbation puts its budget on few pixels (see its l_inf), which also costs "
-                       "final-exit accuracy." if scope == "universal" else "")]
+                      f"{red(mine, cells[1])}% / {red(mine, cells[2])}% (default budgets: {red(grid, cells[1])}% / "
+                      f"{red(grid, cells[2])}%; l_inf: {red(grid, cells[0])}%). The weak l_2 / l_1 rows of the grid "
+                      "come from the budgets, not from the attack."
+                      + (" The l_1 perturbation puts its budget on few pixels (see its l_inf), which also costs "
+                         "final-exit accuracy." if scope == "universal" else "")]
         out += notes + [""]
     return out
 

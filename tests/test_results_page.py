@@ -83,13 +83,13 @@ def test_budget_section_puts_matched_per_sample_runs_beside_the_grid_cells(tmp_p
     monkeypatch.setattr(page, "load_results", lambda folder: [
         json.loads(f.read_text()) for f in sorted(Path(folder).rglob("*.json"))])
     for folder, cell, eps, red, n, *model in (("grid", "deepsloth-linf-sample", 8 / 255, 0.98, 1000),
-                                      ("grid", "deepsloth-l2-sample", 1.0, 0.467, 1000),
-                                      ("grid", "deepsloth-l1-sample", 8.0, 0.728, 1000),
-                                      ("grid", "pgd-linf-sample", 8 / 255, -0.04, 1000),
-                                      ("budget", "deepsloth-l2-sample", 3.67, 0.961, 500),
-                                      ("budget", "deepsloth-l1-sample", 63.0, 1.0, 500),
-                                      ("grid", "deepsloth-linf-sample", 8 / 255, 0.963, 1000, other),
-                                      ("budget", "deepsloth-l1-sample", 63.0, 0.999, 500, other)):
+                                               ("grid", "deepsloth-l2-sample", 1.0, 0.467, 1000),
+                                               ("grid", "deepsloth-l1-sample", 8.0, 0.728, 1000),
+                                               ("grid", "pgd-linf-sample", 8 / 255, -0.04, 1000),
+                                               ("budget", "deepsloth-l2-sample", 3.67, 0.961, 500),
+                                               ("budget", "deepsloth-l1-sample", 63.0, 1.0, 500),
+                                               ("grid", "deepsloth-linf-sample", 8 / 255, 0.963, 1000, other),
+                                               ("budget", "deepsloth-l1-sample", 63.0, 0.999, 500, other)):
         m = model[0] if model else name
         d = tmp_path / folder / m
         d.mkdir(parents=True, exist_ok=True)
