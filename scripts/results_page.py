@@ -398,9 +398,10 @@ def todo() -> list:
         # the VGG16-BN grid before the shipped models' expensive cells: its cells are the cheapest per step (bf16
         # VGG16-BN crafts about 5x faster than fp32 ResNet-56) and each one is saved as it finishes
         "vgg-grid": all_cells <= saved_cells(RESULTS / "grid" / VGG),
-        # the same check on the VGG16-BN SDN (about 35 CPU min under bf16)
-        "budget-sample-vgg": {"deepsloth-l2-sample", "deepsloth-l1-sample"} <= saved_cells(RESULTS / "budget" / VGG),
         "grid-expensive": all(all_cells <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
+        # the same check on the VGG16-BN SDN (about 60 CPU min under bf16), after the shipped models' grid: it
+        # explains a result, the grid's cells are what the headline is checked on
+        "budget-sample-vgg": {"deepsloth-l2-sample", "deepsloth-l1-sample"} <= saved_cells(RESULTS / "budget" / VGG),
         "budget": {"deepsloth-l2-universal", "deepsloth-l1-universal"} <= saved_cells(RESULTS / "budget" / SHIPPED[1]),
     }
     order = list(steps)

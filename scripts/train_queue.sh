@@ -141,11 +141,12 @@ step_defence() {
 }
 # issue 13: the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class).
 # Several sessions: each finished cell is saved at once, so a rerun starts from the missing ones; a per-sample cell
-# keeps its finished batches in runs/grid. The MobileNet goes first (its whole grid fits about one session).
+# keeps its finished batches in runs/grid. The ResNet-56 goes first: its per-sample l_1 / l_2 cells decide the
+# headline on that model, while the MobileNet misses only its class-universal l_2 cell.
 step_grid-expensive() {
   seed_grid
-  for cell in $(missing $M); do run $GRID $M --attacks $cell; page --collect runs/grid; done
   for cell in $(missing $R); do run $GRID $R --attacks $cell --amp auto; page --collect runs/grid; done
+  for cell in $(missing $M); do run $GRID $M --attacks $cell; page --collect runs/grid; done
 }
 # issues 13 + 15: the rest of the grid on the VGG16-BN SDN (its first five cells were crafted in fp32)
 step_vgg-grid() {
