@@ -383,6 +383,9 @@ def todo() -> list:
                          for r in tr if (r.get("scenario") or {}).get("name") == name}
     vgg = ROOT / "src" / "deepsloth" / "zoo" / "vgg16bn_sdn_cifar10" / "model.json"   # done once at 90%
     all_cells = {"clean", *ALL_CELLS}
+    # a budget check's two matched-budget runs (l_2, l_1) saved for one model
+    matched = lambda name, scope="sample": ({f"deepsloth-l2-{scope}", f"deepsloth-l1-{scope}"}   # noqa: E731
+                                            <= saved_cells(RESULTS / "budget" / name))
     steps = {
         "transfer": len([r for r in tr if "scenario" not in r]) >= 4,
         "scenario2": len(scen("scenario2")) >= 3,
@@ -396,18 +399,17 @@ def todo() -> list:
         "defence": len(group_by_model(load_results(RESULTS / "defence"))) >= 7 if (RESULTS / "defence").is_dir()
         else False,
         # why per-sample DeepSloth in l_2 / l_1 falls short of l_inf: matched budgets (about 50 CPU min)
-        "budget-sample": {"deepsloth-l2-sample", "deepsloth-l1-sample"} <= saved_cells(RESULTS / "budget" / SHIPPED[1]),
+        "budget-sample": matched(SHIPPED[1]),
         # the VGG16-BN grid before the shipped models' expensive cells: its cells are the cheapest per step (bf16
         # VGG16-BN crafts about 5x faster than fp32 ResNet-56) and each one is saved as it finishes
         "vgg-grid": all_cells <= saved_cells(RESULTS / "grid" / VGG),
         "grid-expensive": all(all_cells <= saved_cells(RESULTS / "grid" / m) for m in SHIPPED),
         # the same check on the VGG16-BN SDN (about 60 CPU min under bf16), after the shipped models' grid: it
         # explains a result, the grid's cells are what the headline is checked on
-        "budget-sample-vgg": {"deepsloth-l2-sample", "deepsloth-l1-sample"} <= saved_cells(RESULTS / "budget" / VGG),
+        "budget-sample-vgg": matched(VGG),
         # and on the ResNet-56 SDN, whose per-sample l_1 cell (87.9%) also falls short of 90% (about 30 CPU min)
-        "budget-sample-resnet": {"deepsloth-l2-sample", "deepsloth-l1-sample"}
-        <= saved_cells(RESULTS / "budget" / SHIPPED[0]),
-        "budget": {"deepsloth-l2-universal", "deepsloth-l1-universal"} <= saved_cells(RESULTS / "budget" / SHIPPED[1]),
+        "budget-sample-resnet": matched(SHIPPED[0]),
+        "budget": matched(SHIPPED[1], "universal"),
     }
     order = list(steps)
     if not native_bf16("cpu"):

@@ -179,7 +179,7 @@ budget_sample() {   # MODEL [attack options]
 }
 step_budget-sample() { budget_sample $M; }
 # the same on the VGG16-BN SDN, whose per-sample l_inf attack spends the same (l_2 1.29, l_1 64), bf16 where native
-# (about 35 CPU min)
+# (about 60 CPU min)
 step_budget-sample-vgg() { budget_sample vgg16bn_sdn_cifar10 --amp auto; }
 # and on the ResNet-56 SDN, whose per-sample l_inf attack spends the same too (l_2 1.30, l_1 65)
 step_budget-sample-resnet() { budget_sample $R --amp auto; }
