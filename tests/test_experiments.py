@@ -16,6 +16,7 @@ from conftest import synthetic_sdn
 from deepsloth.attacks.registry import AttackSpec, create_attack, list_attacks, parse_name, resolve_spec
 from deepsloth.cli.main import main
 from deepsloth.errors import DeepslothError
+from deepsloth.io import read_metadata
 from deepsloth.experiments.context import load_context
 from deepsloth.experiments.craft import craft, craft_key
 from deepsloth.experiments.grid import grid_specs, run_grid
@@ -225,6 +226,32 @@ def test_class_universal_crafting_keeps_finished_classes_until_the_result_is_wri
     monkeypatch.setattr(DeepSloth, "_universal", original)
     again = craft(ctx, spec, seed=0, out_dir=tmp_path)
     assert torch.equal(again.tensors["deltas"], ref.tensors["deltas"]) and not partial.exists()
+
+
+def test_killed_uap_crafting_resumes_after_its_last_finished_pass(setup, tmp_path, monkeypatch):
+    import deepsloth.attacks.uap as uap_module
+    ctx = ctx_for(setup, 6)
+    # a fooling target no pass reaches here, so every run makes all three passes
+    spec = resolve_spec("uap", dataset="cifar10", n_images=6, max_passes=3, max_iter_df=2, target_fooling=1.0)
+    ref = craft(ctx, spec, seed=0)
+    assert ref.record["craft"]["passes"] == 3 and ref.record["craft"]["fooling_rate"] < 1.0
+    original, saves = uap_module.save_tensors, {"n": 0}
+
+    def dying(*a, **k):   # killed right after the second pass is kept
+        original(*a, **k)
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(uap_module, "save_tensors", dying)
+    with pytest.raises(KeyboardInterrupt):
+        craft(ctx, spec, seed=0, out_dir=tmp_path)
+    partial = next(tmp_path.glob("*.partial"))
+    assert read_metadata(partial / "passes.safetensors")["passes"] == "2"
+    saves["n"] = -100   # counts the passes kept from now on, kills none
+    again = craft(ctx, spec, seed=0, out_dir=tmp_path)
+    # only the third pass is made again, and the perturbation is bit-identical to the uninterrupted one
+    assert saves["n"] == -99 and torch.equal(again.tensors["delta"], ref.tensors["delta"]) and not partial.exists()
+    assert again.record["craft"]["resumed_passes"] == 2 and again.record["craft"]["passes"] == 3
 
 
 # ------------------------------------------------------------------ grid and report

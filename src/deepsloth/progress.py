@@ -25,12 +25,12 @@ class LogProgress:
     """The non-terminal progress reporter (the subset of tqdm's interface this package uses)."""
 
     def __init__(self, iterable: Optional[Iterable] = None, desc: str = "", total: Optional[int] = None,
-                 unit: str = "it", interval: Optional[float] = None, stream=None):
+                 unit: str = "it", interval: Optional[float] = None, stream=None, initial: int = 0):
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.desc, self.total, self.unit = desc, total, unit
-        self.n = 0
+        self.n = self.initial = int(initial)   # initial: work done before (a resumed run); not timed here
         self.postfix = ""
         self.interval = float(os.environ.get("DEEPSLOTH_PROGRESS_INTERVAL", 60) if interval is None else interval)
         self.stream = stream or sys.stderr
@@ -43,8 +43,8 @@ class LogProgress:
         done = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         eta = ""
-        if self.total and 0 < self.n < self.total:
-            eta = f", ~{_fmt(elapsed / self.n * (self.total - self.n))} left"
+        if self.total and self.initial < self.n < self.total:
+            eta = f", ~{_fmt(elapsed / (self.n - self.initial) * (self.total - self.n))} left"
         post = f" [{self.postfix}]" if self.postfix else ""
         return f"{done}{pct}, {_fmt(elapsed)} elapsed{eta}{post}"
 
@@ -94,11 +94,16 @@ class _Silent(LogProgress):
 
 
 def progress(iterable: Optional[Iterable] = None, *, desc: str = "", total: Optional[int] = None,
-             disable: Optional[bool] = None, leave: bool = False, unit: str = "it"):
-    """A tqdm bar on a terminal, periodic log lines otherwise, nothing when silenced."""
+             disable: Optional[bool] = None, leave: bool = False, unit: str = "it", initial: int = 0):
+    """A tqdm bar on a terminal, periodic log lines otherwise, nothing when silenced.
+
+    `initial`: units already done before this run (a resumed one); the time left is estimated from
+    the units done in this run only.
+    """
     if disable or os.environ.get("DEEPSLOTH_NO_PROGRESS"):
-        return _Silent(iterable, desc=desc, total=total, unit=unit)
+        return _Silent(iterable, desc=desc, total=total, unit=unit, initial=initial)
     if not sys.stderr.isatty():
-        return LogProgress(iterable, desc=desc, total=total, unit=unit)
+        return LogProgress(iterable, desc=desc, total=total, unit=unit, initial=initial)
     from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, leave=leave, unit=unit, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(iterable, desc=desc, total=total, leave=leave, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                initial=initial)

@@ -12,17 +12,24 @@ Passes stop when the fooling rate on the set reaches `target_fooling` (0.8) or a
 `max_passes` (100). Nothing depends on the image size or the number of classes: DeepFool
 considers the `candidates` (10) highest-scoring classes, or all when there are fewer.
 
+With `pass_checkpoint` set to a file path (experiments.craft does this for a result written to
+disk), the state after each finished pass (v, the generator, the fooling rate) is saved there, and
+a killed run resumes from the last finished pass with the same result as an uninterrupted one.
+
 `batch_size=1` is the original sequential algorithm. A larger batch visits that many inputs
 at once and adds the mean of their DeepFool perturbations (faster, a slightly different
 algorithm; recorded in `config()`).
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
+from ..io import load_tensors, read_metadata, save_tensors
 from ..validate import check_count, check_eps, check_number
 from ..progress import progress
 from .base import Attack
@@ -47,6 +54,8 @@ class UAP(Attack):
         self.candidates, self.batch_size = int(candidates), check_count("batch_size", batch_size)
         self.norm = norm
         self.last_info: Dict[str, Any] = {}
+        # a file where the state after each finished pass is kept (None: not kept)
+        self.pass_checkpoint: Optional[Path] = None
 
     def config(self) -> Dict[str, Any]:
         return {"attack": "uap", "norm": self.norm, "eps": self.eps, "overshoot": self.overshoot,
@@ -102,9 +111,19 @@ class UAP(Attack):
         xs = self.prepare(x_all[chosen.to(x_all.device)])
         clean = self.predict(xs)
         v = torch.zeros((1,) + tuple(xs.shape[1:]), device=xs.device)
-        fooling, passes = 0.0, 0
-        bar = progress(total=self.max_passes, desc="UAP passes", unit="pass")
-        for passes in range(1, self.max_passes + 1):
+        fooling, passes, done, resumed_seconds = 0.0, 0, 0, 0.0
+        kept = None if self.pass_checkpoint is None else Path(self.pass_checkpoint)
+        if kept is not None and kept.is_file():   # passes finished before a kill
+            state, meta = load_tensors(kept), read_metadata(kept)
+            v = state["v"].to(xs.device)
+            generator.set_state(state["generator"])
+            done, fooling = int(meta["passes"]), float(meta["fooling"])
+            resumed_seconds = float(meta.get("seconds", 0.0))
+        passes = done
+        t0 = time.perf_counter()
+        bar = progress(total=self.max_passes, desc="UAP passes", unit="pass", initial=done)
+        # (a kept state that had reached the target already makes no more passes)
+        for passes in range(done + 1, self.max_passes + 1) if fooling < self.target_fooling else ():
             for chunk in torch.randperm(n, generator=generator).split(self.batch_size):
                 chunk = chunk.to(xs.device)
                 xa = (xs[chunk] + v).clamp(0.0, 1.0)
@@ -115,12 +134,18 @@ class UAP(Attack):
                 if bool(flipped.any()):
                     v = project(v + dr[flipped].mean(dim=0, keepdim=True), self.norm, self.eps)
             fooling = float((self.predict((xs + v).clamp(0.0, 1.0)) != clean).float().mean())
+            if kept is not None:
+                save_tensors(kept, {"v": v.float(), "generator": generator.get_state()}, metadata={
+                    "passes": str(passes), "fooling": repr(fooling),
+                    "seconds": f"{resumed_seconds + time.perf_counter() - t0:.6f}"})
             bar.update(1)
             bar.set_postfix(fooling=f"{fooling:.2f}", target=self.target_fooling)
             if fooling >= self.target_fooling:
                 break
         bar.close()
         self.last_info = {"n_images": n, "passes": passes, "fooling_rate": fooling}
+        if done:
+            self.last_info.update(resumed_passes=done, resumed_seconds=round(resumed_seconds, 3))
         return v[0]
 
 

@@ -197,6 +197,10 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
         partial = out / f"{stem}.partial"   # finished classes are kept here until the result is written
         _open_partial(partial, key)
         atk.class_checkpoint = partial
+    elif out is not None and spec.scope == "universal" and hasattr(atk, "pass_checkpoint"):
+        partial = out / f"{stem}.partial"   # UAP: the state after its last finished pass
+        _open_partial(partial, key)
+        atk.pass_checkpoint = partial / "passes.safetensors"
     t0 = time.perf_counter()
     if spec.scope == "universal":
         tensors = {"delta": atk(pool.images).float().cpu()}
@@ -205,6 +209,8 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
     info = dict(getattr(atk, "last_info", {}) or {})
     if info.get("resumed_classes"):
         log(f"{spec.cell}: resumed with {info['resumed_classes']} classes crafted before")
+    if info.get("resumed_passes"):
+        log(f"{spec.cell}: resumed after {info['resumed_passes']} passes made before")
     record["seconds"] = round(time.perf_counter() - t0 + info.pop("resumed_seconds", 0.0), 3)
     record["craft"] = info
     delta = tensors.get("delta")
