@@ -141,8 +141,8 @@ step_defence() {
 }
 # issue 13: the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class).
 # Several sessions: each finished cell is saved at once, so a rerun starts from the missing ones; in runs/grid a
-# per-sample cell keeps its finished batches, a class-universal one its finished classes, UAP its last finished pass. The ResNet-56 goes first: its per-sample l_1 / l_2 cells decide the
-# headline on that model, while the MobileNet misses only its class-universal l_2 cell.
+# per-sample cell keeps its finished batches, a class-universal one its finished classes, UAP its last finished
+# pass. The ResNet-56 goes first: its per-sample l_1 / l_2 cells decided the headline on that model.
 step_grid-expensive() {
   seed_grid
   for cell in $(missing $R); do run $GRID $R --attacks $cell --amp auto; page --collect runs/grid; done
