@@ -5,6 +5,7 @@
     python scripts/results_page.py --collect-transfer runs/transfer   # and transfer records (`deepsloth transfer`)
     python scripts/results_page.py --collect-defence runs/defence     # and the defence study's grid cells
     python scripts/results_page.py --collect-budget runs/probe        # and the budget checks (l_2 / l_1)
+    python scripts/results_page.py --collect-precision runs/amp-check # and the fp32 / bf16 precision check
     python scripts/results_page.py --sweep resnet56_sdn_cifar10 ...   # first save clean sweeps (computes)
 
 Saved inputs: docs/results/grid/<model>/<cell>-<key>.json (comparison records written by
@@ -303,6 +304,45 @@ def budget_section() -> list:
     return out
 
 
+def _precision(rec: dict) -> str:
+    return ((rec.get("attack") or {}).get("params") or {}).get("amp") or "fp32"
+
+
+def precision_section() -> list:
+    """Grid cells crafted again in the other precision (records under docs/results/precision/<model>/), each
+    beside the grid's own cell: how far bf16 autocast moves the numbers."""
+    folder = RESULTS / "precision"
+    recs = [r for r in load_results(folder) if r["cell"] != "clean"] if folder.is_dir() else []
+    rows, gaps = [], []
+    for r in sorted(recs, key=lambda r: (r["model"]["name"], ALL_CELLS.index(r["cell"]))):
+        grid = RESULTS / "grid" / r["model"]["name"]
+        twin = next((g for g in (load_results(grid) if grid.is_dir() else [])
+                     if g["cell"] == r["cell"] and _precision(g) != _precision(r)), None)
+        if twin is None:
+            continue
+        pair = sorted((twin, r), key=lambda x: _precision(x) != "fp32")   # fp32 first
+        gaps.append(abs(pair[0]["rad"]["5"]["efficacy_reduction"] - pair[1]["rad"]["5"]["efficacy_reduction"]))
+        both = lambda f: " / ".join(f(x) for x in pair)   # noqa: E731
+        rows.append(f"| {r['model']['name']} | {r['cell']} | {both(_precision)} | "
+                    f"{both(lambda x: _pct(x['attacked']['final_accuracy']))} | "
+                    f"{both(lambda x: format(x['rad']['5']['attacked']['efficacy'], '.3f'))} | "
+                    f"{both(lambda x: _pct(x['rad']['5']['efficacy_reduction']))} | "
+                    f"{both(lambda x: _pct(x['rad']['15']['efficacy_reduction']))} |")
+    if not rows:
+        return []
+    return ["## Precision check: fp32 and bf16 autocast", "",
+            "Some grid cells were crafted in fp32 and others under bf16 autocast (docs/method.md §3.7; the tables "
+            "label them). These cells were crafted again in the other precision, on the same 1,000 images with the "
+            "same seed, to see how far the precision moves the numbers; each pair reads fp32 / bf16. The runs: "
+            "`deepsloth grid --model resnet56_sdn_cifar10 --n 1000 --out runs/amp-check --attacks clean "
+            "pgd-linf-sample deepsloth-linf-universal deepsloth-linf-sample --amp bf16`, collected with "
+            "`python scripts/results_page.py --collect-precision runs/amp-check`.", "",
+            "| model | cell | precision | final acc % | efficacy @5 | reduction % @5 | reduction % @15 |",
+            "|" + "---|" * 7] + rows + [
+            "", f"The largest gap in the efficacy reduction at RAD 5% is {100 * max(gaps):.1f} points, well below "
+            "the differences between the rows the grid compares.", ""]
+
+
 def defence_section() -> list:
     """Adversarial training against slowdown (docs/method.md §10.3): one row per model."""
     folder = RESULTS / "defence"
@@ -451,6 +491,8 @@ def main() -> None:
                     help="copy comparison files from the Tiny ImageNet grid folder first")
     ap.add_argument("--collect-budget", type=Path, default=None,
                     help="copy comparison files of the universal-budget check (runs/probe) first")
+    ap.add_argument("--collect-precision", type=Path, default=None,
+                    help="copy comparison files of the fp32 / bf16 precision check (runs/amp-check) first")
     ap.add_argument("--todo", action="store_true", help="only print the queue steps whose results are not saved yet")
     ap.add_argument("--missing", default=None, metavar="MODEL",
                     help="only print MODEL's grid cells not saved yet, in the queue's order")
@@ -476,6 +518,8 @@ def main() -> None:
         print(f"collected {collect(args.collect_tiny, 'tiny')} new or changed Tiny ImageNet comparison files")
     if args.collect_defence:
         print(f"collected {collect(args.collect_defence, 'defence')} new or changed defence comparison files")
+    if args.collect_precision:
+        print(f"collected {collect(args.collect_precision, 'precision')} new or changed precision-check files")
     if args.collect_budget:
         print(f"collected {collect(args.collect_budget, 'budget')} new or changed budget-check comparison files")
     for m in args.sweep:
@@ -504,6 +548,7 @@ def main() -> None:
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
     lines += budget_section()
+    lines += precision_section()
     lines += transfer_section()
     lines += defence_section()
     lines += tiny_section()

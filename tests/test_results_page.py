@@ -109,3 +109,35 @@ def test_budget_section_puts_matched_per_sample_runs_beside_the_grid_cells(tmp_p
     summary = next(line for line in lines if line.startswith(f"**{name}**"))
     assert "per-sample DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by 96.1% / 100.0%" in summary
     assert "(default budgets: 46.7% / 72.8%; l_inf: 98.0%)" in summary
+
+
+def test_precision_section_pairs_each_cell_with_its_grid_twin_in_the_other_precision(tmp_path, monkeypatch):
+    """A cell crafted again under bf16 is listed beside the grid's fp32 cell (fp32 first), with the largest gap
+    in the RAD 5% reduction; a precision record without a grid twin, and the clean cell, are left out."""
+    page = _page()
+    monkeypatch.setattr(page, "RESULTS", tmp_path)
+    monkeypatch.setattr(page, "load_results", lambda folder: [
+        dict(json.loads(f.read_text()), _file=str(f)) for f in sorted(Path(folder).rglob("*.json"))])
+    name = "resnet56_sdn_cifar10"
+
+    def rec(cell, red5, amp=None):
+        r = _comparison(name, cell, 8 / 255, red5)
+        if amp:
+            r["attack"]["params"]["amp"] = amp
+        return r
+    files = {"grid": [rec("pgd-linf-sample", 0.007), rec("deepsloth-linf-sample", 0.991)],
+             "precision": [rec("deepsloth-linf-sample", 0.989, "bf16"), rec("pgd-linf-sample", 0.005, "bf16"),
+                           rec("deepsloth-l1-sample", 0.5, "bf16"), dict(_record(name, "0" * 64), attack=None)]}
+    for sub, recs in files.items():
+        (tmp_path / sub / name).mkdir(parents=True)
+        for i, r in enumerate(recs):
+            (tmp_path / sub / name / f"{r['cell']}-{i}.json").write_text(json.dumps(r))
+    out = page.precision_section()
+    rows = [line for line in out if line.startswith(f"| {name}")]
+    assert rows == [f"| {name} | pgd-linf-sample | fp32 / bf16 | 50.0 / 50.0 | 0.100 / 0.100 | 0.7 / 0.5 | 0.4 / 0.2 |",
+                    f"| {name} | deepsloth-linf-sample | fp32 / bf16 | 50.0 / 50.0 | 0.100 / 0.100 | 99.1 / 98.9 | "
+                    "49.5 / 49.5 |"]
+    assert any("largest gap in the efficacy reduction at RAD 5% is 0.2 points" in line for line in out)
+    (tmp_path / "grid" / name / "pgd-linf-sample-0.json").unlink()
+    (tmp_path / "grid" / name / "deepsloth-linf-sample-1.json").unlink()
+    assert page.precision_section() == []
