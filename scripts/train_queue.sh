@@ -184,6 +184,13 @@ step_budget-sample-vgg() { budget_sample vgg16bn_sdn_cifar10 --amp auto; }
 # and on the ResNet-56 SDN, whose per-sample l_inf attack spends the same too (l_2 1.30, l_1 65)
 step_budget-sample-resnet() { budget_sample $R --amp auto; }
 
+# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 20 one-cycle epochs of about 6.5 CPU min each,
+# resumable per epoch over sessions, installed into the package zoo (fp16) when finished
+step_msdnet() {
+  [ -f src/deepsloth/zoo/msdnet_cifar10/model.json ] || \
+    run deepsloth zoo train msdnet --out runs/msdnet_cifar10 --device cpu --install
+}
+
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)
 for s in "${steps[@]}"; do

@@ -8,15 +8,16 @@ CONVENTIONS = ("paper", "exact")
 
 def describe(arch: str, dataset: str, convention: str = "paper") -> dict:
     from ..exits.cost import measure_exit_costs
-    from ..models.registry import count_parameters, create_model, dataset_shape, parse_name
+    from ..models.registry import MULTI_EXIT, count_parameters, create_model, dataset_shape, parse_name
 
     base, sdn = parse_name(arch)
     sdn = True if sdn is None else sdn
     model = create_model(base, dataset, sdn=sdn, seed=0)
     _, size = dataset_shape(dataset)
     cost = measure_exit_costs(model, (3, size, size), convention=convention)
-    cnn_params = count_parameters(model.backbone()) if sdn else count_parameters(model)
-    return {"arch": base, "dataset": dataset, "kind": "sdn" if sdn else "cnn",
+    kind = "multi-exit" if base in MULTI_EXIT else "sdn" if sdn else "cnn"
+    cnn_params = count_parameters(model.backbone()) if kind == "sdn" else count_parameters(model)
+    return {"arch": base, "dataset": dataset, "kind": kind,
             "params": count_parameters(model), "cnn_params": cnn_params, "exits": len(cost.ops),
             "ops": cost.total_ops, "macs": cost.macs[-1], "cost_convention": convention,
             "cumulative_ops": cost.ops, "cumulative_macs": cost.macs,
@@ -29,8 +30,10 @@ def run(args) -> int:
         print_json(info)
         return 0
     print(f"{info['arch']} ({info['kind'].upper()}) on {info['dataset']}")
-    print(f"  parameters      {info['params'] / 1e6:.3f} M (backbone CNN {info['cnn_params'] / 1e6:.3f} M)")
+    backbone = f" (backbone CNN {info['cnn_params'] / 1e6:.3f} M)" if info["kind"] == "sdn" else ""
+    print(f"  parameters      {info['params'] / 1e6:.3f} M{backbone}")
     print(f"  exits           {info['exits']}")
+    print("  ops per exit    " + " ".join(f"{o / 1e6:.1f}" for o in info["cumulative_ops"]) + " M (cumulative)")
     print(f"  ops             {info['ops'] / 1e9:.4f} G ({info['cost_convention']} convention)")
     print(f"  MACs            {info['macs'] / 1e9:.4f} G")
     print("  cumulative cost " + " ".join(f"{c:.3f}" for c in info["cumulative_cost"]))
@@ -41,7 +44,7 @@ def register(sub) -> None:
     p = sub.add_parser("describe", help="parameters, exits and per-exit cost of an architecture",
                        description="Build ARCH (an SDN unless the name ends in _cnn) and measure its "
                                    "parameters, exit count, ops, MACs and normalised cumulative cost per exit.")
-    p.add_argument("arch", type=nonempty, help="vgg16bn, resnet56 or mobilenet (suffix _cnn for the plain CNN)")
+    p.add_argument("arch", type=nonempty, help="vgg16bn, resnet56, mobilenet (suffix _cnn for the plain CNN) or msdnet")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "tinyimagenet"])
     p.add_argument("--cost-convention", default="paper", choices=CONVENTIONS,
                    help="paper: close to the reference profiler's count (grouped convs charged x groups; "

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..models.fold import fold_batchnorm
+from ..models.sdn import select_rows
 from ..progress import progress
 from .forward import ExitOutputs, as_exit_list, to_float01
 from .policies import ExitPolicy, check_threshold, exit_stats, first_firing, make_policy
@@ -126,7 +127,7 @@ class EarlyExitRunner:
             if n_fire == len(alive):
                 return
             keep = ~fire
-            h = h[keep]
+            h = select_rows(h, keep)
             alive = alive[keep.cpu()]
             hist_c = [t[keep] for t in hist_c]
             hist_p = [t[keep] for t in hist_p]

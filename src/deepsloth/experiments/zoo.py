@@ -18,7 +18,7 @@ from ..device import resolve_device
 from ..errors import DeepslothError
 from ..io import write_json
 from ..models.io import META, load_model_dir, save_model_dir
-from ..models.registry import attach_ics, create_model
+from ..models.registry import attach_ics, create_model, zoo_name_for
 from ..models.zoo import ZOO_DIR, zoo_entries
 from ..models.zoo_recipes import ZOO_RECIPES
 from ..train.average import average_model_dirs
@@ -101,7 +101,7 @@ def summaries() -> List[dict]:
 def zoo_target(name: str, dataset: Optional[str] = None) -> str:
     """The zoo name a `train_zoo_model(name, dataset=...)` run produces (`<arch>_sdn_<dataset>`)."""
     base = find_recipe(name)
-    return base if dataset in (None, ZOO_RECIPES[base]["dataset"]) else f"{ZOO_RECIPES[base]['arch']}_sdn_{dataset}"
+    return base if dataset in (None, ZOO_RECIPES[base]["dataset"]) else zoo_name_for(ZOO_RECIPES[base]["arch"], dataset)
 
 
 def stage_amp(stage: Dict[str, Any], recipe: Dict[str, Any], amp: Optional[str] = None) -> Optional[str]:
@@ -141,6 +141,14 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     test_set = load_dataset(dataset, "test", data_root)
     base = {"arch": arch, "dataset": dataset, "num_classes": train_set.num_classes,
             "input_size": train_set.image_size}
+    if "joint" in spec:   # built with its exits (MSDNet): joint stages, each continuing the previous
+        sdn_dir = _train_joint(spec, out, base, train_set, test_set, recipe=recipe, epochs=epochs, device=device,
+                               amp=amp)
+        log(f"trained {name}: {sdn_dir}")
+        if install_it:
+            install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)
+            log(f"installed into the package zoo as {name}")
+        return sdn_dir
     # The CNN may be made in several stages: the first from scratch, each later one continuing
     # the previous under a fresh schedule (how the CPU-trained models were made).
     cnn_stages = spec["cnn"] if isinstance(spec["cnn"], list) else [spec["cnn"]]
@@ -187,6 +195,33 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)
         log(f"installed into the package zoo as {name}")
     return sdn_dir
+
+
+def _train_joint(spec: Dict[str, Any], out: Path, base: Dict[str, Any], train_set, test_set, *,
+                 recipe: Optional[str], epochs: Optional[int], device, amp: Optional[str]) -> Path:
+    """The joint stages of a recipe in `out/joint`, `out/joint2`, ...: the first from scratch, each
+    later one continuing the previous under a fresh schedule. Returns the last stage's directory."""
+    arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
+    stages = list(spec["joint"])
+    if recipe:
+        stages = [{"recipe": recipe}]
+    if epochs is not None:
+        stages = [dict(stages[0], epochs=epochs)]
+    prev_dir = None
+    for i, stage in enumerate(stages):
+        stage_dir = out / ("joint" if i == 0 else f"joint{i + 1}")
+        if not (stage_dir / "model.json").exists() or (stage_dir / "checkpoint.json").exists():
+            r = default_recipe(arch, "sdn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"),
+                               cutout=stage.get("cutout"))
+            if prev_dir is None:
+                model, meta = create_model(arch, dataset, seed=seed), dict(base)
+            else:
+                model, parent_meta = load_model_dir(prev_dir)
+                meta = dict(base, parent=parent_record(prev_dir, parent_meta))
+            train_model(model, mode="sdn", recipe=r, train_set=train_set, test_set=test_set, out_dir=stage_dir,
+                        meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage, spec, amp))
+        prev_dir = stage_dir
+    return prev_dir
 
 
 def install(model_dir: Path, name: str, store_dtype: str = "float32", *, test_set=None,

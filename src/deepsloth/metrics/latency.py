@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import DeepslothError
+from ..models.sdn import state_tensors
 
 from .latency_defaults import BANDWIDTH_MBPS, DEVICE_GOPS, RTT_MS, SERVER_GOPS, SPLIT_COST
 
@@ -79,7 +80,7 @@ def split_tensor_bytes(model: nn.Module, input_shape: Sequence[int], split: int,
                 h = block(h)
         finally:
             model.train(was_training)
-        return int(h.numel() * (dtype_bytes or h.element_size()))
+        return int(sum(t.numel() * (dtype_bytes or t.element_size()) for t in state_tensors(h)))
     return int(np.prod(list(input_shape)))
 
 

@@ -11,12 +11,18 @@ from torch import nn
 
 from ..errors import DeepslothError
 from .backbones import Backbone, mobilenet, resnet56, vgg16bn
+from .msdnet import msdnet
 from .sdn import MultiExitNet, build_sdn
 
 ARCHITECTURES: Dict[str, Callable[..., Backbone]] = {
     "vgg16bn": vgg16bn,
     "resnet56": resnet56,
     "mobilenet": mobilenet,
+}
+# Architectures built with their exits (no plain-CNN form, trained jointly): name -> builder of the
+# multi-exit network
+MULTI_EXIT: Dict[str, Callable[..., MultiExitNet]] = {
+    "msdnet": msdnet,
 }
 ALIASES = {"vgg16": "vgg16bn", "vgg16_bn": "vgg16bn", "resnet-56": "resnet56", "mobilenetv1": "mobilenet"}
 
@@ -31,9 +37,15 @@ def parse_name(name: str) -> Tuple[str, Optional[bool]]:
         if base.endswith(suffix):
             base, sdn = base[: -len(suffix)], flag
     base = ALIASES.get(base, base)
-    if base not in ARCHITECTURES:
-        raise DeepslothError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
+    if base not in ARCHITECTURES and base not in MULTI_EXIT:
+        raise DeepslothError(f"unknown architecture {name!r}; choose from {', '.join([*ARCHITECTURES, *MULTI_EXIT])}")
     return base, sdn
+
+
+def zoo_name_for(arch: str, dataset: str) -> str:
+    """The zoo name of an architecture's shipped model: `<arch>_sdn_<dataset>` for the SDNs,
+    `<arch>_<dataset>` for architectures built with their exits (`msdnet_cifar10`)."""
+    return f"{arch}_{dataset}" if arch in MULTI_EXIT else f"{arch}_sdn_{dataset}"
 
 
 def dataset_shape(dataset: str) -> Tuple[int, int]:
@@ -59,7 +71,7 @@ def create_model(name: str, dataset: str = "cifar10", *, sdn: Optional[bool] = N
         if num_classes is not None or input_size is not None or seed is not None:
             raise DeepslothError("pretrained models fix their classes, input size and weights")
         from .zoo import load_model, zoo_names
-        zoo_name = f"{arch}_sdn_{dataset}"
+        zoo_name = zoo_name_for(arch, dataset)
         if zoo_name not in zoo_names():
             raise DeepslothError(f"no pretrained {zoo_name} in the zoo (shipped: {', '.join(zoo_names()) or 'none'}); "
                                  f"train it with `deepsloth zoo train {arch}`")
@@ -68,12 +80,20 @@ def create_model(name: str, dataset: str = "cifar10", *, sdn: Optional[bool] = N
         return model
     if sdn is None:
         sdn = True if suffix_sdn is None else suffix_sdn
+    if arch in MULTI_EXIT and not sdn:
+        raise DeepslothError(f"{arch} is built with its exits and has no plain-CNN form; train it jointly "
+                             f"(--mode sdn)")
     classes, size = dataset_shape(dataset)
     classes = num_classes or classes
     size = input_size or size
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
+        if arch in MULTI_EXIT:
+            try:
+                return MULTI_EXIT[arch](num_classes=classes, input_size=size)
+            except ValueError as exc:
+                raise DeepslothError(str(exc)) from None
         backbone = ARCHITECTURES[arch](num_classes=classes, input_size=size)
         return build_sdn(backbone, classes, size) if sdn else backbone
 

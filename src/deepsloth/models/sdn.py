@@ -14,6 +14,16 @@ import torch.nn.functional as F
 from .backbones import Backbone
 
 
+def state_tensors(h) -> List[torch.Tensor]:
+    """The tensors of a block state: one feature map (the SDNs) or a list of them (MSDNet's scales)."""
+    return [h] if isinstance(h, torch.Tensor) else list(h)
+
+
+def select_rows(h, keep: torch.Tensor):
+    """The rows `keep` (a mask or indices over the batch) of a block state, keeping its form."""
+    return h[keep] if isinstance(h, torch.Tensor) else [t[keep] for t in h]
+
+
 class InternalClassifier(nn.Module):
     """Mixed max/avg pooling to (about) 4x4, flatten, one Linear layer.
 

@@ -1,4 +1,5 @@
-"""How every zoo model is (re)made: CNN training, then IC-only training on top (docs/method.md §3).
+"""How every zoo model is (re)made: CNN training, then IC-only training on top (docs/method.md §3);
+for an architecture built with its exits (MSDNet), joint training of all exits (`"joint"` stages).
 
 `deepsloth zoo train NAME` runs these steps with `deepsloth train`'s loop: the CNN stages in
 order (each later stage continues the previous one under a fresh one-cycle schedule), then,
@@ -38,6 +39,13 @@ ZOO_RECIPES: Dict[str, Dict] = {
                 {"recipe": "fast", "epochs": 20, "lr": 0.05, "cutout": 16, "amp": "bf16"},   # 89.8%
                 {"recipe": "fast", "epochs": 4, "lr": 0.01, "cutout": 16, "amp": "bf16"}],   # 90.2%
         "ic-only": {"recipe": "fast", "epochs": 2, "amp": "bf16"},
+        "store_dtype": "float16",
+    },
+    "msdnet_cifar10": {
+        "arch": "msdnet", "dataset": "cifar10", "seed": 0,
+        # joint training, every exit's loss weighted 1; about 6.5 min per epoch on 2 CPU cores (bf16 gains
+        # nothing on this network of small convolutions)
+        "joint": [{"recipe": "fast", "epochs": 20}],
         "store_dtype": "float16",
     },
 }

@@ -64,7 +64,7 @@ def make_loss(mode: str, recipe: Recipe, costs: Optional[List[float]]) -> Callab
             return F.cross_entropy(outs[-1], y, label_smoothing=ls)
         if mode == "ic-only":
             return sum(F.cross_entropy(o, y, label_smoothing=ls) for o in outs[:-1])
-        w = exit_weights(costs, epoch, recipe.epochs)
+        w = [1.0] * len(outs) if recipe.exit_weights == "equal" else exit_weights(costs, epoch, recipe.epochs)
         return sum(wi * F.cross_entropy(o, y, label_smoothing=ls) for wi, o in zip(w, outs))
     return loss_fn
 

@@ -26,6 +26,7 @@ class Recipe:
     warmup: float = 0.2       # one-cycle: fraction of steps spent warming up
     label_smoothing: float = 0.0
     cutout: int = 0           # side of the cutout square in px (0: none; deepsloth.data.augment.cutout)
+    exit_weights: str = "cost"  # joint training: "cost" (the SDN schedule) or "equal" (MSDNet: every exit 1)
 
     def lr_at(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """Learning rate at `step` of `epoch` (both 0-based), a pure function (resumable)."""
@@ -45,6 +46,8 @@ class Recipe:
         d["milestones"] = list(self.milestones)
         if not d["cutout"]:   # recorded only when used: recipes (and checkpoints) from before it are unchanged
             del d["cutout"]
+        if d["exit_weights"] == "cost":   # the same for the SDN recipes made before it existed
+            del d["exit_weights"]
         return d
 
     @classmethod
@@ -58,13 +61,29 @@ def _weight_decay(arch: str) -> float:
     return 5e-4 if arch.startswith("vgg") else 1e-4
 
 
+def _msdnet_recipe(mode: str, kind: str) -> Recipe:
+    """MSDNet trains jointly with every exit's loss weighted 1 (docs/method.md §2.4). "paper": the
+    MSDNet paper's CIFAR schedule (SGD, lr 0.1, batch 64, 300 epochs, /10 at 150 and 225, Nesterov);
+    "fast": one-cycle at lr 0.1, batch 128, for CPUs."""
+    if mode != "sdn":
+        raise DeepslothError(f"msdnet is trained jointly (--mode sdn), not --mode {mode}")
+    if kind == "paper":
+        return Recipe("paper-msdnet", "sgd", 0.1, 1e-4, 300, "multistep", (150, 225), nesterov=True,
+                      batch_size=64, exit_weights="equal")
+    if kind == "fast":
+        return Recipe("fast-msdnet", "sgd", 0.1, 5e-4, 15, "onecycle", nesterov=True, exit_weights="equal")
+    raise DeepslothError(f"unknown recipe {kind!r}; use paper or fast")
+
+
 def default_recipe(arch: str, mode: str, kind: str = "paper", epochs: Optional[int] = None,
                    lr: Optional[float] = None, batch_size: Optional[int] = None, cutout: Optional[int] = None) -> Recipe:
     """The recipe for `mode`; `kind` is "paper" (docs/method.md §3) or "fast" (one-cycle, for CPUs)."""
     if mode not in MODES:
         raise DeepslothError(f"unknown training mode {mode!r}; choose from {', '.join(MODES)}")
     wd = _weight_decay(arch)
-    if kind == "paper":
+    if arch == "msdnet":
+        r = _msdnet_recipe(mode, kind)
+    elif kind == "paper":
         if mode == "cnn":
             r = Recipe("paper-cnn", "sgd", 0.01, wd, 100, "multistep", (10, 20))
         elif mode == "ic-only":
