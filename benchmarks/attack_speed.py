@@ -80,8 +80,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.model:
-        from deepsloth.models.zoo import load_model
-        model, meta, _ = load_model(args.model, device)
+        from deepsloth.models import create_model
+        model = create_model(args.model, device=device)
+        meta, _ = model.meta, model.model_dir
         size, what = int(meta.get("input_size") or 32), f"{args.model} ({meta.get('arch')}, {meta.get('dataset')})"
     else:
         from deepsloth.models import create_model

@@ -46,11 +46,13 @@ RADS = (5, 15)
 
 def pick_model(spec, device):
     from deepsloth.models import create_model
-    from deepsloth.models.zoo import load_model, zoo_names
+    from deepsloth.models.zoo import zoo_names
+    from deepsloth.models import create_model
     candidates = [spec] if spec else ["resnet56_sdn_cifar10", "runs/resnet56-sdn"]
     for c in candidates:
         if c in zoo_names() or (Path(c) / "model.json").is_file():
-            model, meta, path = load_model(c, device)
+            model = create_model(c, device=device)
+            meta, path = model.meta, model.model_dir
             return model, meta, str(path)
     if spec:
         raise SystemExit(f"no model directory or zoo model {spec!r}")

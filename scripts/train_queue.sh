@@ -83,8 +83,7 @@ step_vgg() {
     run deepsloth zoo train vgg16bn --out runs/$V --device cpu --install
     return
   fi
-  [ -d runs/vgg-more/cnn-next ] || run python scripts/export_backbone.py $V runs/vgg-more/cnn-shipped
-  run deepsloth train --arch vgg16bn --mode cnn --from runs/vgg-more/cnn-shipped --recipe fast --epochs 20 --lr 0.05 \
+  run deepsloth train --arch vgg16bn --mode cnn --from $V --recipe fast --epochs 20 --lr 0.05 \
       --cutout 16 --out runs/vgg-more/cnn-next --resume --device cpu --amp auto
   run deepsloth train --arch vgg16bn --mode ic-only --from runs/vgg-more/cnn-next --recipe fast --epochs 2 \
       --out runs/vgg-more/sdn-next --resume --device cpu --amp auto
@@ -121,8 +120,7 @@ step_tiny() {
 # (3-step attacks of 3/255 from a random start, on a fixed seeded 30% of the training data), each attacked on 500
 # test images
 step_defence() {
-  run python scripts/export_backbone.py $M runs/at/mobilenet-cnn
-  run deepsloth train --arch mobilenet --mode cnn --from runs/at/mobilenet-cnn --recipe fast --epochs 4 --lr 0.05 \
+  run deepsloth train --arch mobilenet --mode cnn --from $M --recipe fast --epochs 4 --lr 0.05 \
       --adv pgd --adv-fast --out runs/at/mobilenet-cnn-pgdat --resume --device cpu
   for adv in none pgd pgd-avg deepsloth mixed pgd-max; do
     extra=(); [ "$adv" != none ] && extra=(--adv "$adv" --adv-steps 3 --adv-step-size 3/255)
@@ -184,8 +182,8 @@ step_budget-sample-vgg() { budget_sample vgg16bn_sdn_cifar10 --amp auto; }
 # and on the ResNet-56 SDN, whose per-sample l_inf attack spends the same too (l_2 1.30, l_1 65)
 step_budget-sample-resnet() { budget_sample $R --amp auto; }
 
-# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 20 one-cycle epochs of about 6.5 CPU min each,
-# resumable per epoch over sessions, installed into the package zoo (fp16) when finished
+# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 12 one-cycle epochs of about 8 CPU min each (one
+# session; runs/ does not outlive it), installed into the package zoo (fp16) when finished
 step_msdnet() {
   [ -f src/deepsloth/zoo/msdnet_cifar10/model.json ] || \
     run deepsloth zoo train msdnet --out runs/msdnet_cifar10 --device cpu --install

@@ -11,7 +11,7 @@ from torch import nn
 
 from deepsloth.experiments.training import TrainConfig, run_training
 from deepsloth.models import create_model
-from deepsloth.models.io import load_model_dir, save_model_dir
+from deepsloth.models import create_model, save_model_dir
 from deepsloth.train.adversarial import AdversarialTraining
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,8 +66,10 @@ def test_ic_only_adversarial_training_keeps_the_backbone(env, tmp_path):
     meta = run_training(cfg(env, tmp_path / "ic", mode="ic-only", init_from=str(env / "cnn"), adv="mixed"),
                         log=lambda s: None)
     assert meta["adversarial"]["attack"] == "mixed" and len(meta["adversarial"]["specs"]) == 2
-    sdn, _ = load_model_dir(tmp_path / "ic")
-    cnn, _ = load_model_dir(env / "cnn")
+    sdn = create_model(tmp_path / "ic")
+    _ = sdn.meta
+    cnn = create_model(env / "cnn")
+    _ = cnn.meta
     before = cnn.state_dict()
     after = sdn.state_dict()
     for k, v in before.items():   # weights and BatchNorm running statistics of the backbone
@@ -80,8 +82,10 @@ def test_adversarial_cnn_training_is_seeded_and_resumes(env, tmp_path, monkeypat
     import deepsloth.train.loop as loop
     run_training(cfg(env, tmp_path / "a", adv="pgd", epochs=2), log=lambda s: None)
     run_training(cfg(env, tmp_path / "b", adv="pgd", epochs=2), log=lambda s: None)
-    a, meta = load_model_dir(tmp_path / "a")
-    b, _ = load_model_dir(tmp_path / "b")
+    a = create_model(tmp_path / "a")
+    meta = a.meta
+    b = create_model(tmp_path / "b")
+    _ = b.meta
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert meta["adversarial"]["loss"] == "CE(x) + CE(final(x_adv))"
     # killed after the first epoch's checkpoint, then resumed: the same weights
@@ -101,5 +105,6 @@ def test_adversarial_cnn_training_is_seeded_and_resumes(env, tmp_path, monkeypat
     with pytest.raises(Exception, match="different run"):
         run_training(cfg(env, tmp_path / "c", adv="pgd", adv_steps=3, epochs=2, resume=True), log=lambda s: None)
     run_training(cfg(env, tmp_path / "c", adv="pgd", epochs=2, resume=True), log=lambda s: None)
-    c, _ = load_model_dir(tmp_path / "c")
+    c = create_model(tmp_path / "c")
+    _ = c.meta
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))

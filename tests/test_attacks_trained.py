@@ -23,12 +23,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 @pytest.fixture(scope="module")
 def trained():
-    from deepsloth.models.zoo import load_model, zoo_names
+    from deepsloth.models.zoo import zoo_names
+    from deepsloth.models import create_model
     if ZOO_NAME not in zoo_names():
         pytest.skip(f"zoo model {ZOO_NAME!r} is not installed yet (the trained ResNet-56 SDN ships "
                     f"with the zoo; available: {', '.join(zoo_names()) or 'none'})")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta, path = load_model(ZOO_NAME, device)
+    model = create_model(ZOO_NAME, device=device)
+    meta, path = model.meta, model.model_dir
     return model, meta, device
 
 

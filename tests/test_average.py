@@ -6,7 +6,7 @@ from torch import nn
 from deepsloth.data.augment import augment_batch
 from deepsloth.data.cache import Dataset
 from deepsloth.errors import DeepslothError
-from deepsloth.models import load_model_dir, save_model_dir
+from deepsloth.models import create_model, save_model_dir
 from deepsloth.models.registry import create_model
 from deepsloth.train.average import average_model_dirs, average_weights, recompute_batchnorm
 
@@ -65,12 +65,13 @@ def test_average_model_dirs_saves_a_loadable_model_with_its_lineage(tmp_path):
         dirs.append(d)
     data = _data(16)
     meta = average_model_dirs(dirs, tmp_path / "avg", data, data, n_images=16, log=lambda s: None)
-    model, saved = load_model_dir(tmp_path / "avg")
+    model = create_model(tmp_path / "avg")
+    saved = model.meta
     assert saved["recipe"]["name"] == "weight-average" and saved["recipe"]["bn_images"] == 16
     assert [r["recipe"]["name"] for r in saved["averaged_from"]] == ["r0", "r1"]
     assert meta["accuracy"]["n"] == 16 and 0.0 <= meta["accuracy"]["final"] <= 1.0
-    w0 = load_model_dir(dirs[0])[0].state_dict()
-    w1 = load_model_dir(dirs[1])[0].state_dict()
+    w0 = create_model(dirs[0]).state_dict()
+    w1 = create_model(dirs[1]).state_dict()
     learned = [k for k in w0 if "running" not in k and "num_batches" not in k]
     assert len(learned) > 100
     for k in learned:

@@ -15,7 +15,7 @@ from conftest import synthetic_sdn
 
 from deepsloth.cli.main import main
 from deepsloth.models import create_model
-from deepsloth.models.io import load_model_dir, save_model_dir
+from deepsloth.models import create_model, save_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 TOL = 1e-5   # DDP vs one process: same math, different float summation order
@@ -44,8 +44,10 @@ def train_args(env, out, epochs=1):
 
 
 def same_weights(a, b, tol=TOL):
-    ma, _ = load_model_dir(a)
-    mb, _ = load_model_dir(b)
+    ma = create_model(a)
+    _ = ma.meta
+    mb = create_model(b)
+    _ = mb.meta
     return max(float((x - y).abs().max()) for x, y in zip(ma.state_dict().values(), mb.state_dict().values())) <= tol
 
 
@@ -54,7 +56,8 @@ def test_ddp_training_matches_one_process_and_resumes(env, tmp_path):
     r = torchrun(*train_args(env, tmp_path / "ddp", epochs=2))
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("saved ic-only model") == 1          # only rank 0 reports
-    _, meta = load_model_dir(tmp_path / "ddp")
+    _ = create_model(tmp_path / "ddp")
+    meta = _.meta
     assert meta["distributed"] == {"world_size": 2, "backend": "gloo", "sync_bn": False}
     assert same_weights(tmp_path / "one", tmp_path / "ddp")
     # killed after the first epoch's checkpoint, resumed under DDP: the weights of the uninterrupted run

@@ -101,14 +101,16 @@ def test_tiny_trained_sdn_runtime_matches_batched_evaluation(cifar_test, tiny_tr
 @pytest.fixture(scope="module")
 def trained_resnet56():
     """The shipped ResNet-56 SDN (zoo), or $DEEPSLOTH_TEST_SDN."""
-    from deepsloth.models.zoo import load_model, zoo_names
+    from deepsloth.models.zoo import zoo_names
+    from deepsloth.models import create_model
     spec = os.environ.get("DEEPSLOTH_TEST_SDN")
     if not spec:
         if ZOO_NAME not in zoo_names():
             pytest.skip(f"zoo model {ZOO_NAME!r} is not installed (zoo: {', '.join(zoo_names()) or 'empty'}); "
                         f"set DEEPSLOTH_TEST_SDN=DIR to run this test on another trained SDN")
         spec = ZOO_NAME
-    model, meta, path = load_model(spec, "cpu")
+    model = create_model(spec, device="cpu")
+    meta, path = model.meta, model.model_dir
     if meta.get("mode") == "cnn":
         pytest.skip(f"{path} is a CNN, not a multi-exit SDN")
     return model, meta, path

@@ -151,10 +151,12 @@ def test_art_and_foolbox_run_on_the_view(model, batch):
 
 def test_targeted_pgd_reaches_the_target_on_a_trained_model():
     from deepsloth.data.bundled import load_bundled
-    from deepsloth.models.zoo import DEFAULT_MODEL, load_model, zoo_names
+    from deepsloth.models.zoo import DEFAULT_MODEL, zoo_names
+    from deepsloth.models import create_model
     if DEFAULT_MODEL not in zoo_names():
         pytest.skip("no shipped model")
-    model, _, _ = load_model(DEFAULT_MODEL)
+    model = create_model(DEFAULT_MODEL)
+    _, _ = model.meta, model.model_dir
     test = load_bundled("test")
     x = test.images[:24].float() / 255
     target = (test.labels[:24] + 3) % 10

@@ -6,7 +6,7 @@ import torch
 
 from deepsloth.errors import DeepslothError
 from deepsloth.io import load_tensors, save_tensors
-from deepsloth.models import create_model, load_model_dir, save_model_dir
+from deepsloth.models import create_model, save_model_dir
 from deepsloth.models.zoo import resolve_model
 
 
@@ -18,7 +18,8 @@ def _save(tmp_path, arch="resnet56", mode="ic-only"):
 
 def test_round_trip_is_exact(tmp_path):
     model = _save(tmp_path).eval()
-    loaded, meta = load_model_dir(tmp_path)
+    loaded = create_model(tmp_path)
+    meta = loaded.meta
     assert meta["exits"] == 28 and meta["package_version"]
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -31,7 +32,7 @@ def test_missing_weight_is_an_error(tmp_path):
     del tensors["ics.3.linear.weight"]
     save_tensors(tmp_path / "model.safetensors", tensors)
     with pytest.raises(DeepslothError, match="missing.*ics.3.linear.weight"):
-        load_model_dir(tmp_path)
+        create_model(tmp_path)
 
 
 def test_unexpected_weight_is_an_error(tmp_path):
@@ -40,7 +41,7 @@ def test_unexpected_weight_is_an_error(tmp_path):
     tensors["extra.weight"] = torch.zeros(1)
     save_tensors(tmp_path / "model.safetensors", tensors)
     with pytest.raises(DeepslothError, match="unexpected.*extra.weight"):
-        load_model_dir(tmp_path)
+        create_model(tmp_path)
 
 
 def test_mismatched_architecture_is_an_error(tmp_path):
@@ -49,7 +50,7 @@ def test_mismatched_architecture_is_an_error(tmp_path):
     meta["arch"] = "mobilenet"
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(DeepslothError, match="do not match"):
-        load_model_dir(tmp_path)
+        create_model(tmp_path)
 
 
 def test_cnn_weights_do_not_load_as_sdn(tmp_path):
@@ -58,14 +59,15 @@ def test_cnn_weights_do_not_load_as_sdn(tmp_path):
     meta["mode"] = "ic-only"
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(DeepslothError, match="missing"):
-        load_model_dir(tmp_path)
+        create_model(tmp_path)
 
 
 def test_fp16_storage_loads_back_as_float32(tmp_path):
     model = create_model("resnet56", "cifar10", seed=0)
     save_model_dir(tmp_path, model, {"arch": "resnet56", "dataset": "cifar10", "mode": "ic-only"},
                    dtype=torch.float16)
-    loaded, _ = load_model_dir(tmp_path)
+    loaded = create_model(tmp_path)
+    _ = loaded.meta
     w = loaded.blocks[0].conv1.weight
     assert w.dtype == torch.float32
     assert torch.allclose(w, model.blocks[0].conv1.weight, atol=1e-3)

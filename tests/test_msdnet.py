@@ -14,7 +14,7 @@ from deepsloth.errors import DeepslothError
 from deepsloth.exits.cost import measure_exit_costs
 from deepsloth.exits.forward import collect_exit_outputs
 from deepsloth.exits.runtime import EarlyExitRunner, compare_with_batched, supports_early_exit
-from deepsloth.models import count_parameters, create_model, load_model_dir, save_model_dir
+from deepsloth.models import count_parameters, create_model, save_model_dir
 from deepsloth.models.msdnet import MSDNetConfig, msdnet, scale_shapes
 from deepsloth.train.recipes import default_recipe
 
@@ -126,14 +126,15 @@ def test_strict_loading_rejects_mismatched_weights(tmp_path):
     model = create_model("msdnet", "cifar10", seed=0)
     meta = {"arch": "msdnet", "dataset": "cifar10", "mode": "sdn", "num_classes": 10, "input_size": 32}
     save_model_dir(tmp_path / "ok", model, meta)
-    back, _ = load_model_dir(tmp_path / "ok")
+    back = create_model(tmp_path / "ok")
+    _ = back.meta
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(model.eval()(x), back(x)))
     # the same weights declared as a Tiny ImageNet model (200 classes): shapes differ
     save_model_dir(tmp_path / "bad", model, dict(meta, dataset="tinyimagenet", num_classes=200, input_size=64))
     with pytest.raises(DeepslothError, match="shape"):
-        load_model_dir(tmp_path / "bad")
+        create_model(tmp_path / "bad")
 
 
 def test_msdnet_recipes():
@@ -173,8 +174,10 @@ def test_killed_msdnet_training_resumes_bit_identically(cifar10_root, tmp_path, 
     assert json.loads((killed / "checkpoint.json").read_text())["epoch"] == 1
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert train(killed, "--resume") == 0
-    a, meta_a = load_model_dir(full)
-    b, meta_b = load_model_dir(killed)
+    a = create_model(full)
+    meta_a = a.meta
+    b = create_model(killed)
+    meta_b = b.meta
     assert meta_b["exits"] == 7 and meta_b["recipe"]["exit_weights"] == "equal"
     assert len(meta_b["accuracy"]["per_exit"]) == 7
     sa, sb = a.state_dict(), b.state_dict()

@@ -14,7 +14,7 @@ from deepsloth.cli.main import main
 from deepsloth.errors import DeepslothError, DeepslothWarning
 from deepsloth.experiments.training import TrainConfig, run_training
 from deepsloth.models import create_model
-from deepsloth.models.io import load_model_dir
+from deepsloth.models import create_model
 from deepsloth.precision import autocast, check_amp
 from deepsloth.train.adversarial import AdversarialTraining
 
@@ -50,17 +50,20 @@ def test_bf16_training_is_recorded_reproducible_and_keeps_fp32_weights(data, tmp
     assert meta["amp"] == "bf16"
     assert json.loads((tmp_path / "a" / "model.json").read_text())["amp"] == "bf16"
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in meta["history"])
-    a, _ = load_model_dir(tmp_path / "a")
+    a = create_model(tmp_path / "a")
+    _ = a.meta
     assert all(p.dtype == torch.float32 for p in a.parameters())
     fresh = create_model("resnet56", "cifar10", sdn=True, seed=0)
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), fresh.parameters()))   # it trained
     run_training(cfg(data, tmp_path / "b"), log=lambda s: None)
-    b, _ = load_model_dir(tmp_path / "b")
+    b = create_model(tmp_path / "b")
+    _ = b.meta
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(v, w), k
     fp32 = run_training(cfg(data, tmp_path / "c", amp=None), log=lambda s: None)
     assert "amp" not in fp32
-    c, _ = load_model_dir(tmp_path / "c")
+    c = create_model(tmp_path / "c")
+    _ = c.meta
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))   # bf16 really ran
 
 
@@ -70,7 +73,8 @@ def test_a_checkpoint_resumes_only_with_its_precision(data, tmp_path):
     out = tmp_path / "r"
     run_training(cfg(data, out, amp=None, epochs=2), log=lambda s: None)
     # fake a run killed after epoch 1: write epoch 1's checkpoint from the finished model
-    model, meta = load_model_dir(out)
+    model = create_model(out)
+    meta = model.meta
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     checkpoint.save_checkpoint(out, model, opt, {"epoch": 1, "mode": "sdn", "recipe": meta["recipe"], "history": [],
                                                  "elapsed_s": 0.0, "seed": 0, "adversarial": None, "amp": None})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deepsloth.cli.main import main
-from deepsloth.models.io import load_model_dir
+from deepsloth.models import create_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -19,7 +19,8 @@ def test_train_attack_evaluate_latency_on_tinyimagenet(tinyimagenet_root, tmp_pa
     assert main(["train", "--mode", "cnn", "--out", str(tmp_path / "cnn"), *common]) == 0
     assert main(["train", "--mode", "ic-only", "--from", str(tmp_path / "cnn"), "--out", str(tmp_path / "sdn"),
                  *common]) == 0
-    model, meta = load_model_dir(tmp_path / "sdn")
+    model = create_model(tmp_path / "sdn")
+    meta = model.meta
     assert meta["dataset"] == "tinyimagenet" and meta["num_classes"] == 200 and meta["input_size"] == 64
     assert meta["exits"] == 28 and len(meta["accuracy"]["per_exit"]) == 28
     capsys.readouterr()

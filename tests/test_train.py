@@ -6,7 +6,7 @@ import torch
 
 import deepsloth.train.loop as loop
 from deepsloth.cli.main import main
-from deepsloth.models import load_model_dir
+from deepsloth.models import create_model
 from deepsloth.train.recipes import default_recipe
 
 pytestmark = pytest.mark.slow
@@ -21,14 +21,16 @@ def _train(root, out, *extra):
 def test_cnn_then_ic_only_directories_load_back(cifar10_root, tmp_path):
     cnn_dir, sdn_dir = tmp_path / "cnn", tmp_path / "sdn"
     assert _train(cifar10_root, cnn_dir, "--mode", "cnn", "--epochs", "1") == 0
-    cnn, meta = load_model_dir(cnn_dir)
+    cnn = create_model(cnn_dir)
+    meta = cnn.meta
     assert meta["mode"] == "cnn" and meta["exits"] == 1 and meta["seed"] == 0
     assert meta["recipe"]["name"] == "fast-cnn" and meta["recipe"]["epochs"] == 1
     assert "cifar10-jpeg" in meta["data_source"] and meta["accuracy"]["n"] == 200
     assert not (cnn_dir / "checkpoint.json").exists()
 
     assert _train(cifar10_root, sdn_dir, "--mode", "ic-only", "--from", str(cnn_dir), "--epochs", "1") == 0
-    sdn, meta = load_model_dir(sdn_dir)
+    sdn = create_model(sdn_dir)
+    meta = sdn.meta
     assert meta["mode"] == "ic-only" and meta["exits"] == 28
     assert len(meta["accuracy"]["per_exit"]) == 28 and len(meta["cost"]["normalised"]) == 28
     # IC-only training leaves the backbone exactly as the CNN had it (weights and BN statistics)
@@ -51,8 +53,10 @@ def test_cnn_warm_start_continues_from_a_cnn(cifar10_root, tmp_path, capsys):
     assert _train(cifar10_root, first, "--mode", "cnn", "--epochs", "1", "--train-n", "256") == 0
     assert _train(cifar10_root, second, "--mode", "cnn", "--from", str(first), "--epochs", "1",
                   "--lr", "1e-6", "--train-n", "256", "--cutout", "8") == 0
-    a, meta_a = load_model_dir(first)
-    b, meta_b = load_model_dir(second)
+    a = create_model(first)
+    meta_a = a.meta
+    b = create_model(second)
+    meta_b = b.meta
     assert meta_b["mode"] == "cnn" and meta_b["recipe"]["lr"] == 1e-6
     assert meta_b["recipe"]["cutout"] == 8 and "cutout" not in meta_a["recipe"]   # recorded only when used
     assert meta_b["parent"]["path"] == str(first) and meta_b["parent"]["history"] == meta_a["history"]
@@ -86,8 +90,10 @@ def test_killed_run_resumes_to_the_same_result(cifar10_root, tmp_path, monkeypat
     # without --resume the unfinished run is protected
     assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2") == 2
     assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2", "--resume") == 0
-    a, meta_a = load_model_dir(full)
-    b, meta_b = load_model_dir(killed)
+    a = create_model(full)
+    meta_a = a.meta
+    b = create_model(killed)
+    meta_b = b.meta
     assert len(meta_b["history"]) == 2 and meta_b["history"][-1]["epoch"] == 2
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -129,13 +135,17 @@ def test_zoo_train_runs_every_cnn_stage_then_ic_only(cifar10_root, tmp_path, mon
     out = tmp_path / "zoo"
     assert main(["zoo", "train", "resnet56", "--out", str(out), "--data-root", str(cifar10_root),
                  "--device", "cpu"]) == 0
-    _, first = load_model_dir(out / "cnn")
-    _, second = load_model_dir(out / "cnn2")
-    sdn, meta = load_model_dir(out / "sdn")
+    _ = create_model(out / "cnn")
+    first = _.meta
+    _ = create_model(out / "cnn2")
+    second = _.meta
+    sdn = create_model(out / "sdn")
+    meta = sdn.meta
     assert "parent" not in first and second["parent"]["path"] == str(out / "cnn")
     # a stage's own precision (the VGG16-BN recipe's later stages run under bf16 autocast)
     assert first.get("amp") is None and second["amp"] == "bf16" and meta["amp"] == "bf16"
-    _, avg = load_model_dir(out / "cnn-avg")
+    _ = create_model(out / "cnn-avg")
+    avg = _.meta
     assert second["recipe"]["lr"] == 1e-6 and meta["parent"]["path"] == str(out / "cnn-avg")
     assert [r["path"] for r in avg["averaged_from"]] == [str(out / "cnn"), str(out / "cnn2")]
     assert avg["averaged_from"][1]["parent"]["path"] == str(out / "cnn")  # the whole lineage is kept
@@ -155,8 +165,10 @@ def test_zoo_train_on_another_dataset(tinyimagenet_root, tmp_path, monkeypatch):
     assert main(["zoo", "train", "mobilenet", "--dataset", "tinyimagenet", "--recipe", "fast", "--epochs", "1",
                  "--ic-epochs", "1", "--out", str(out), "--data-root", str(tinyimagenet_root), "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cnn", "sdn"]         # one CNN stage, no averaging
-    _, cnn = load_model_dir(out / "cnn")
-    sdn, meta = load_model_dir(out / "sdn")
+    _ = create_model(out / "cnn")
+    cnn = _.meta
+    sdn = create_model(out / "sdn")
+    meta = sdn.meta
     assert (cnn["dataset"], cnn["num_classes"], cnn["input_size"]) == ("tinyimagenet", 200, 64)
     assert cnn["recipe"]["name"] == "fast-cnn" and len(cnn["history"]) == 1 and len(meta["history"]) == 1
     assert meta["zoo_name"] == "mobilenet_sdn_tinyimagenet" and meta["mode"] == "ic-only"

@@ -14,7 +14,7 @@ from deepsloth.data import CIFAR10_CLASSES, Dataset
 from deepsloth.data.cache import write_dataset
 from deepsloth.errors import DeepslothError
 from deepsloth.experiments.context import load_context
-from deepsloth.experiments.training import fraction_indices, subset_dataset
+from deepsloth.data.selection import fraction_indices, subset_dataset
 from deepsloth.experiments.transfer import run_transfer, scenario2_subsets
 from deepsloth.models import create_model
 from deepsloth.models.io import save_model_dir

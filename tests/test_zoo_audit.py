@@ -1,5 +1,6 @@
 """The shipped zoo models, the bundled subsets and the audit on them."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from deepsloth.cli.main import main
 from deepsloth.data.bundled import load_bundled
 from deepsloth.exits.forward import collect_exit_outputs
 from deepsloth.experiments.audit import AuditConfig, run_audit
-from deepsloth.models.io import load_model_dir
-from deepsloth.models.zoo import DEFAULT_MODEL, ZOO_DIR, load_model, zoo_names
+from deepsloth.models import create_model, save_model_dir
+from deepsloth.models.zoo import DEFAULT_MODEL, ZOO_DIR, zoo_names
 
 
 def test_bundled_subsets_are_class_balanced():
@@ -29,7 +30,8 @@ def test_zoo_list_json(capsys):
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_shipped_model_accuracy_holds_on_the_bundled_subset(name):
-    model, meta, path = load_model(name)
+    model = create_model(name)
+    meta, path = model.meta, model.model_dir
     assert meta["dataset"] == "cifar10" and "cifar10-jpeg" in meta["data_source"]
     assert meta["recipe"] and meta["seed"] is not None
     test = load_bundled("test")
@@ -65,7 +67,7 @@ def test_audit_on_the_default_model(tmp_path):
 
 
 def test_lineage_counts_every_stage_once():
-    from deepsloth.experiments.zoo import lineage
+    from deepsloth.models.lineage import lineage
     rec = lambda path, name, ep, sec, **kw: {"path": path, "train_seconds": sec, **kw,
                                              "recipe": {"name": name, "epochs": ep, "lr": 0.1}}
     a = rec("a", "fast-cnn", 9, 100.0)
@@ -82,7 +84,7 @@ def test_lineage_counts_every_stage_once():
     stages, seconds = lineage(rec("more", "fast-cnn", 10, 60.0, parent=export))
     assert stages[-2:] == ["backbone of sdn", "fast-cnn 10 ep lr 0.1"] and seconds == 705.0
     # the shipped default records its whole lineage
-    stages, seconds = lineage(load_model(DEFAULT_MODEL)[1])
+    stages, seconds = lineage(create_model(DEFAULT_MODEL).meta)
     assert stages[-1].startswith("fast-ic-only") and seconds > 0
 
 
@@ -96,7 +98,8 @@ def test_install_stores_fp16_and_remeasures_the_shipped_accuracy(tmp_path, monke
     test = load_dataset("cifar10", "test", root)
     dest = zoo_exp.install(model_dir, "tiny_sdn_cifar10", "float16", test_set=test)
     assert dest == tmp_path / "zoo" / "tiny_sdn_cifar10"
-    shipped, meta = load_model_dir(dest)
+    shipped = create_model(dest)
+    meta = shipped.meta
     assert meta["stored_dtype"] == "float16" and meta["zoo_name"] == "tiny_sdn_cifar10"
     # every floating-point weight is the fp16 rounding of the trained one
     for (k, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
@@ -110,17 +113,36 @@ def test_install_stores_fp16_and_remeasures_the_shipped_accuracy(tmp_path, monke
 
 
 @pytest.mark.parametrize("name", zoo_names())
-def test_pretrained_through_the_registry(name):
+def test_one_loader_for_zoo_names_model_directories_and_architectures(name):
     from deepsloth.errors import DeepslothError
     from deepsloth.models import create_model
-    _, meta, _ = load_model(name)
-    model = create_model(f"{meta['arch']}_sdn", dataset=meta["dataset"], pretrained=True)
-    assert model.meta == meta and not model.training
-    shipped = load_model_dir(ZOO_DIR / name)[0].state_dict()
-    assert all(torch.equal(a, shipped[k]) for k, a in model.state_dict().items())
-    with pytest.raises(DeepslothError, match="SDNs only"):
+    by_name = create_model(name)
+    meta = by_name.meta
+    by_dir = create_model(str(ZOO_DIR / name))
+    by_arch = create_model(meta["arch"], dataset=meta["dataset"], pretrained=True)
+    for model in (by_name, by_dir, by_arch):
+        assert model.meta == meta and not model.training
+        assert model.model_dir.resolve() == (ZOO_DIR / name).resolve()
+    weights = by_name.state_dict()
+    for model in (by_dir, by_arch):
+        assert all(torch.equal(a, weights[k]) for k, a in model.state_dict().items())
+    with pytest.raises(DeepslothError, match="multi-exit models only"):
         create_model(meta["arch"], dataset=meta["dataset"], sdn=False, pretrained=True)
-    with pytest.raises(DeepslothError, match="fix their classes"):
-        create_model(f"{meta['arch']}_sdn", dataset=meta["dataset"], pretrained=True, seed=1)
+    with pytest.raises(DeepslothError, match="trained model"):
+        create_model(name, seed=1)
+    with pytest.raises(DeepslothError, match="not tinyimagenet"):
+        create_model(name, dataset="tinyimagenet")
     with pytest.raises(DeepslothError, match="no pretrained"):
-        create_model(f"{meta['arch']}_sdn", dataset="no-such-data", pretrained=True)
+        create_model(meta["arch"], dataset="no-such-data", pretrained=True)
+
+
+def test_a_folder_without_model_json_does_not_hide_a_zoo_model(tmp_path, monkeypatch, capsys):
+    from deepsloth.models import create_model
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_MODEL).mkdir()            # e.g. a results folder an attack wrote with --out .
+    assert create_model(DEFAULT_MODEL).model_dir == ZOO_DIR / DEFAULT_MODEL
+    # a real model directory of the same name wins, and says so
+    save_model_dir(tmp_path / DEFAULT_MODEL, create_model("resnet56", seed=0),
+                   {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn"})
+    assert create_model(DEFAULT_MODEL).model_dir == Path(DEFAULT_MODEL)
+    assert "not the zoo model" in capsys.readouterr().err

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..train.recipes import MODES
 from .common import (AMP_CHOICES, add_data_root, add_device, add_seed, nonempty, nonneg_int, positive_float,
                      positive_int, positive_number, writable_dir)
 
-MODES = ("cnn", "ic-only", "sdn")
 ADV = ("pgd", "pgd-avg", "pgd-max", "deepsloth", "mixed")
 
 
@@ -46,7 +46,8 @@ def register(sub) -> None:
                    help="cnn: final exit only; ic-only: freeze a trained CNN (--from) and train its ICs; "
                         "sdn: all exits jointly with the cost-weighted loss")
     p.add_argument("--from", dest="init_from", default=None, type=nonempty,
-                   help="trained CNN model directory: ic-only attaches ICs to it; cnn continues training it")
+                   help="trained CNN or SDN (model directory or zoo name; of an SDN its backbone CNN is used): "
+                        "ic-only attaches new ICs to it; cnn continues training it")
     p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
                    help="paper: the paper's schedules (docs/method.md §3.4; 100 / 25 epochs); fast: one-cycle for CPUs")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import Dataset, load_dataset
 from ..data.bundled import load_bundled
+from ..data.selection import subset_dataset
 from ..device import resolve_device
 from ..errors import DeepslothError
 from ..exits.calibrate import DEFAULT_RADS, calibration_for, data_sha256, weights_sha256
@@ -29,7 +30,8 @@ from ..exits.evaluate import exit_costs_for
 from ..exits.forward import ExitOutputs, collect_exit_outputs
 from ..exits.policies import ExitPolicy, make_policy
 from ..metrics.latency import LatencyModel, split_tensor_bytes
-from ..models.zoo import ZOO_DIR, load_model
+from ..models.registry import create_model
+from ..models.zoo import ZOO_DIR
 from ..validate import check_count, check_rad
 
 DATA_CHOICES = ("test", "bundled")
@@ -181,7 +183,6 @@ def _class_subset(ds: Dataset, meta: Dict[str, Any]) -> Dataset:
     subset = meta.get("class_subset")
     if not subset:
         return ds
-    from .training import subset_dataset
     return subset_dataset(ds, subset["classes"])
 
 
@@ -219,7 +220,8 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
             check_count(what, value)
     check_count("batch_size", batch_size)
     dev = resolve_device(device)
-    net, meta, path = load_model(model, dev)
+    net = create_model(model, device=dev)
+    meta, path = net.meta, net.model_dir
     if meta.get("mode") == "cnn" or int(meta.get("exits") or 2) < 2:
         raise DeepslothError(f"{model} is a plain CNN (one exit); slowdown needs a multi-exit model")
     if channels_last is None:

@@ -2,29 +2,27 @@
 
     run_training(TrainConfig(arch="mobilenet", mode="cnn", out="runs/m", recipe="fast", adv="pgd"))
 
-Data selection (recorded in model.json under "data_selection"):
-
-* `data_fraction` F (with `subset_seed` S): from every class of the training split, a seeded
-  random F share of its images (at least one), kept in stored order: the same F and S always give
-  the same images, and each class keeps its proportion.
-* `classes` [c1, c2, ...]: only those classes, relabelled 0..c-1 in the order given; model.json
-  stores the mapping (`class_subset`), and every command that evaluates the model on a dataset
-  uses only the test images of those classes, mapped the same way (`subset_dataset`).
+Data selection (`deepsloth.data.selection`; recorded in model.json under "data_selection"):
+`data_fraction` F with `subset_seed` S trains on a seeded F share of every class; `classes`
+trains on those classes only, relabelled 0..c-1 (model.json `class_subset`).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
-import torch
-
-from ..data import Dataset
+from ..data import load_dataset
+from ..data.selection import check_classes, fraction_indices, indices_sha256, subset_dataset
+from ..device import resolve_device
 from ..errors import DeepslothError
-from ..validate import check_number
-
-MODES = ("cnn", "ic-only", "sdn")
+from ..models.io import read_model_meta
+from ..models.lineage import parent_record
+from ..models.registry import MULTI_EXIT, attach_ics, create_model, parse_name
+from ..models.zoo import resolve_model
+from ..train.adversarial import AdversarialTraining
+from ..train.loop import train_model
+from ..train.recipes import MODES, default_recipe
 
 
 @dataclass
@@ -59,61 +57,7 @@ class TrainConfig:
     data_root: Optional[str] = None
 
 
-def fraction_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """A seeded `fraction` of every class's indices (at least one per class), in stored order."""
-    check_number("data_fraction", fraction, low=0.0, high=1.0, low_open=True)
-    g = torch.Generator().manual_seed(int(seed))
-    keep = []
-    for c in torch.unique(labels).tolist():
-        idx = (labels == c).nonzero().flatten()
-        k = max(1, int(round(fraction * len(idx))))
-        keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
-    return torch.sort(torch.cat(keep)).values
-
-
-def subset_dataset(ds: Dataset, classes: Optional[Sequence[int]] = None,
-                   indices: Optional[torch.Tensor] = None) -> Dataset:
-    """`ds` restricted to `indices` and/or to `classes` (relabelled 0..c-1 in the given order)."""
-    images, labels = ds.images, ds.labels
-    if indices is not None:
-        images, labels = images[indices], labels[indices]
-    names = list(ds.classes)
-    if classes is not None:
-        classes = [int(c) for c in classes]
-        mapping = torch.full((max(len(ds.classes), max(classes) + 1),), -1, dtype=torch.int64)
-        mapping[torch.tensor(classes)] = torch.arange(len(classes))
-        keep = (mapping[labels] >= 0).nonzero().flatten()
-        images, labels = images[keep], mapping[labels[keep]]
-        names = [ds.classes[c] for c in classes]
-    return Dataset(ds.name, ds.split, images, labels, names, ds.source, ds.meta)
-
-
-def check_classes(classes: Sequence[int], num_classes: int) -> List[int]:
-    classes = [int(c) for c in classes]
-    if len(classes) < 2:
-        raise DeepslothError("--classes needs at least two classes")
-    if len(set(classes)) != len(classes):
-        raise DeepslothError(f"--classes repeats a class: {classes}")
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise DeepslothError(f"--classes {bad} outside 0..{num_classes - 1}")
-    return classes
-
-
-def _sha(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
-
-
 def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    from ..data import load_dataset
-    from ..device import resolve_device
-    from ..models.io import load_model_dir
-    from ..models.registry import attach_ics, create_model, parse_name
-    from ..train.adversarial import AdversarialTraining
-    from ..train.loop import train_model
-    from ..train.recipes import default_recipe
-    from .zoo import parent_record
-
     device = dist.device if dist is not None else resolve_device(cfg.device)
     arch, _ = parse_name(cfg.arch)
     if cfg.mode not in MODES:
@@ -121,7 +65,7 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
     recipe = default_recipe(arch, cfg.mode, cfg.recipe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                             cutout=cfg.cutout)
     if cfg.mode == "ic-only" and not cfg.init_from:
-        raise DeepslothError("--mode ic-only needs --from DIR, a trained CNN model directory")
+        raise DeepslothError("--mode ic-only needs --from MODEL, a trained CNN or SDN (its backbone is used)")
     if cfg.init_from and cfg.mode == "sdn":
         raise DeepslothError("--from is only used with --mode ic-only (the CNN to attach ICs to) "
                              "or --mode cnn (a CNN to continue training)")
@@ -138,8 +82,7 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
     selection: Dict[str, Any] = {}
     classes_given = cfg.classes
     if cfg.init_from and cfg.classes is None:   # continue on the parent's classes
-        from ..models.io import read_model_meta
-        parent_subset = read_model_meta(cfg.init_from).get("class_subset")
+        parent_subset = read_model_meta(resolve_model(cfg.init_from)).get("class_subset")
         if parent_subset:
             classes_given = parent_subset["classes"]
     if classes_given is not None:
@@ -150,7 +93,7 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
         idx = fraction_indices(train_set.labels, cfg.data_fraction, cfg.subset_seed)
         train_set = subset_dataset(train_set, indices=idx)
         selection.update(fraction=cfg.data_fraction, subset_seed=cfg.subset_seed, train_images=len(idx),
-                         indices_sha256=_sha(idx))
+                         indices_sha256=indices_sha256(idx))
     for flag, n, ds in (("--train-n", cfg.train_n, train_set), ("--test-n", cfg.test_n, test_set)):
         if n and n > len(ds):
             raise DeepslothError(f"{flag} {n} exceeds the {len(ds)} {ds.split} images of {ds.name} ({ds.source})")
@@ -165,10 +108,13 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
     if classes_given is not None:
         meta["class_subset"] = {"classes": selection["classes"], "names": list(train_set.classes)}
     if cfg.init_from:
-        model, parent = load_model_dir(cfg.init_from)
-        if parent["arch"] != arch or parent["dataset"] != cfg.dataset or parent["mode"] != "cnn":
+        model = create_model(cfg.init_from)
+        parent = model.meta
+        if parent["arch"] != arch or parent["dataset"] != cfg.dataset or arch in MULTI_EXIT:
             raise DeepslothError(f"--from {cfg.init_from} is a {parent['mode']} {parent['arch']} on "
-                                 f"{parent['dataset']}, not a {arch} CNN on {cfg.dataset}")
+                                 f"{parent['dataset']}, not a {arch} CNN or SDN on {cfg.dataset}")
+        if parent["mode"] != "cnn":   # an SDN: its backbone CNN (the same weights, without its ICs)
+            model = model.backbone()
         if (parent.get("class_subset") or {}).get("classes") != (meta.get("class_subset") or {}).get("classes"):
             raise DeepslothError(f"--from {cfg.init_from} was trained on other classes than --classes")
         meta["parent"] = parent_record(cfg.init_from, parent)
@@ -182,4 +128,4 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
                        adversarial=adversarial, dist=dist, sync_bn=cfg.sync_bn, amp=cfg.amp)
 
 
-__all__ = ["TrainConfig", "run_training", "fraction_indices", "subset_dataset", "check_classes"]
+__all__ = ["TrainConfig", "run_training"]

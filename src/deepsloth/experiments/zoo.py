@@ -17,7 +17,8 @@ from ..data import load_dataset
 from ..device import resolve_device
 from ..errors import DeepslothError
 from ..io import write_json
-from ..models.io import META, load_model_dir, save_model_dir
+from ..models.io import META, save_model_dir
+from ..models.lineage import lineage, parent_record
 from ..models.registry import attach_ics, create_model, zoo_name_for
 from ..models.zoo import ZOO_DIR, zoo_entries
 from ..models.zoo_recipes import ZOO_RECIPES
@@ -26,59 +27,12 @@ from ..train.loop import train_model
 from ..train.recipes import default_recipe
 
 
-def parent_record(path, meta: dict) -> dict:
-    """What a model directory records about the model it was trained from (its lineage)."""
-    return {"path": str(path), "recipe": meta.get("recipe"), "seed": meta.get("seed"),
-            "accuracy": meta.get("accuracy"), "train_seconds": meta.get("train_seconds"),
-            "history": meta.get("history"), "parent": meta.get("parent"), "adversarial": meta.get("adversarial"),
-            **({"averaged_from": meta["averaged_from"]} if "averaged_from" in meta else {}),
-            **({"note": meta["note"]} if "note" in meta else {})}
-
-
 def find_recipe(name: str) -> str:
     """The zoo name for a zoo name or an architecture (resnet56, mobilenet, vgg16bn)."""
     matches = [k for k in ZOO_RECIPES if k == name or k.split("_")[0] == name]
     if len(matches) != 1:
         raise DeepslothError(f"unknown zoo model {name!r}; choose from {', '.join(ZOO_RECIPES)}")
     return matches[0]
-
-
-def _stage(rec: dict) -> str:
-    r = rec.get("recipe") or {}
-    if r.get("name") == "weight-average":
-        return f"mean of {len(rec.get('averaged_from') or [])}"
-    if r.get("name") is None:   # no training of its own (e.g. a backbone taken out of an SDN)
-        return rec.get("note") or "no training"
-    return f"{r.get('name')} {r.get('epochs')} ep" + (f" lr {r['lr']:g}" if r.get("lr") is not None else "")
-
-
-def lineage(meta: dict) -> Tuple[List[str], float]:
-    """The training stages behind a model, oldest first, and their total training seconds.
-
-    Follows `parent` records; for a weight average, the chain of its last source (which, in the
-    zoo recipes, descends from the others) plus every other source's own seconds, each counted once.
-    """
-    stages: List[str] = []
-    seconds: Dict[str, float] = {}
-
-    def walk(rec: dict, key: str) -> None:
-        avg = rec.get("averaged_from") or []
-        for src in avg[:-1]:
-            _count(src)
-        if avg:
-            walk(avg[-1], avg[-1].get("path", key + "/avg"))
-        elif rec.get("parent"):
-            walk(rec["parent"], rec["parent"].get("path", key + "/parent"))
-        stages.append(_stage(rec))
-        seconds[key] = rec.get("train_seconds") or 0.0
-
-    def _count(rec: dict) -> None:
-        seconds.setdefault(rec.get("path", str(id(rec))), rec.get("train_seconds") or 0.0)
-        for nxt in (rec.get("averaged_from") or []) + ([rec["parent"]] if rec.get("parent") else []):
-            _count(nxt)
-
-    walk(meta, "<model>")
-    return stages, float(sum(seconds.values()))
 
 
 def summary(name: str, meta: dict) -> dict:
@@ -169,7 +123,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
             if prev_dir is None:
                 model, meta = create_model(arch, dataset, sdn=False, seed=seed), dict(base)
             else:
-                model, parent_meta = load_model_dir(prev_dir)
+                model = create_model(prev_dir)
+                parent_meta = model.meta
                 meta = dict(base, parent=parent_record(prev_dir, parent_meta))
             train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
                         out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True,
@@ -184,7 +139,8 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
             average_model_dirs(sources, avg_dir, train_set, test_set, n_images=avg["bn_images"],
                                seed=seed, device=device)
         prev_dir = avg_dir
-    cnn, parent = load_model_dir(prev_dir)
+    cnn = create_model(prev_dir)
+    parent = cnn.meta
     r = default_recipe(arch, "ic-only", ic_stage["recipe"], epochs=ic_stage.get("epochs"), lr=ic_stage.get("lr"))
     meta = dict(base, zoo_name=name, parent=parent_record(prev_dir, parent))
     train_model(attach_ics(cnn, dataset, seed=seed), mode="ic-only", recipe=r, train_set=train_set,
@@ -216,7 +172,8 @@ def _train_joint(spec: Dict[str, Any], out: Path, base: Dict[str, Any], train_se
             if prev_dir is None:
                 model, meta = create_model(arch, dataset, seed=seed), dict(base)
             else:
-                model, parent_meta = load_model_dir(prev_dir)
+                model = create_model(prev_dir)
+                parent_meta = model.meta
                 meta = dict(base, parent=parent_record(prev_dir, parent_meta))
             train_model(model, mode="sdn", recipe=r, train_set=train_set, test_set=test_set, out_dir=stage_dir,
                         meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage, spec, amp))
@@ -232,7 +189,9 @@ def install(model_dir: Path, name: str, store_dtype: str = "float32", *, test_se
     rounding included); the trained directory's own measurement is kept as `accuracy_before_store`."""
     from ..exits.forward import collect_exit_outputs
 
-    model, meta = load_model_dir(model_dir)
+    model = create_model(model_dir)
+
+    meta = model.meta
     dest = ZOO_DIR / name
     if dest.exists():
         shutil.rmtree(dest)
@@ -241,7 +200,8 @@ def install(model_dir: Path, name: str, store_dtype: str = "float32", *, test_se
     meta["stored_dtype"] = store_dtype
     save_model_dir(dest, model, meta, dtype=torch.float16 if store_dtype == "float16" else None)
     if test_set is not None:   # only model.json changes: the weights are written once
-        shipped, stored = load_model_dir(dest)
+        shipped = create_model(dest)
+        stored = shipped.meta
         acc = collect_exit_outputs(shipped, test_set.images, device=device, desc="test (as stored)").accuracy(
             test_set.labels)
         stored["accuracy_before_store"] = stored.get("accuracy")
@@ -281,5 +241,5 @@ def clean_sweep(model: str, *, n: Optional[int] = None, device: str = "auto",
             "thresholds": {k: v["threshold"] for k, v in ctx.thresholds.items()}}
 
 
-__all__ = ["train_zoo_model", "stage_amp", "install", "summary", "summaries", "lineage", "find_recipe",
-           "parent_record", "clean_sweep", "PAPER_VGG16BN_SWEEP"]
+__all__ = ["train_zoo_model", "stage_amp", "install", "summary", "summaries", "find_recipe", "clean_sweep",
+           "PAPER_VGG16BN_SWEEP"]

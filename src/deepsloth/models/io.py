@@ -1,14 +1,16 @@
 """Model directories: `model.safetensors` (weights) + `model.json` (what they are).
 
-Loading is strict: the architecture is rebuilt from `model.json` and every tensor must match
-by name and shape; nothing is unpickled.
+This module only reads and writes the format. Loading a model goes through
+`deepsloth.models.create_model(path)`, which rebuilds the architecture `model.json` names and
+copies the weights in strictly (`load_state_strict`: every tensor must match by name and shape;
+nothing is unpickled).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -16,7 +18,6 @@ from torch import nn
 from .. import __version__
 from ..errors import DeepslothError
 from ..io import load_tensors, read_json, save_tensors, write_json
-from .registry import create_model
 
 FORMAT = "deepsloth-model/1"
 WEIGHTS = "model.safetensors"
@@ -68,11 +69,6 @@ def read_model_meta(path: os.PathLike | str) -> Dict[str, Any]:
     return meta
 
 
-def build_from_meta(meta: Dict[str, Any]) -> nn.Module:
-    return create_model(meta["arch"], meta["dataset"], sdn=meta["mode"] != "cnn",
-                        num_classes=meta.get("num_classes"), input_size=meta.get("input_size"))
-
-
 def load_state_strict(model: nn.Module, tensors: Dict[str, torch.Tensor], where: str) -> None:
     """Copy `tensors` into `model`; any missing, unexpected or mis-shaped tensor is an error."""
     expected = model.state_dict()
@@ -93,13 +89,6 @@ def load_state_strict(model: nn.Module, tensors: Dict[str, torch.Tensor], where:
     model.load_state_dict(cast, strict=True)
 
 
-def load_model_dir(path: os.PathLike | str, device: str | torch.device = "cpu") -> Tuple[nn.Module, Dict[str, Any]]:
-    """Rebuild the model a directory describes and load its weights strictly (eval mode)."""
-    path = Path(path)
-    meta = read_model_meta(path)
-    try:
-        model = build_from_meta(meta)
-    except KeyError as exc:
-        raise DeepslothError(f"{path / META} lacks the field {exc}") from None
-    load_state_strict(model, load_tensors(path / WEIGHTS), str(path / WEIGHTS))
-    return model.to(device).eval(), meta
+def read_weights(path: os.PathLike | str) -> Dict[str, torch.Tensor]:
+    """The tensors of a model directory's weights file."""
+    return load_tensors(Path(path) / WEIGHTS)

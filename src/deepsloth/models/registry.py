@@ -1,18 +1,30 @@
-"""One way in: `create_model("resnet56", dataset="cifar10", sdn=True)`.
+"""The one way to get a model: `create_model`, timm-style.
 
-Names may carry the kind as a suffix (`resnet56_sdn`, `resnet56_cnn`), as in timm.
+    create_model("resnet56_sdn_cifar10")                          # a zoo model
+    create_model("runs/my-model")                                 # a model directory
+    create_model("resnet56", dataset="cifar10", pretrained=True)  # the zoo model of an architecture
+    create_model("resnet56", dataset="cifar10", seed=0)           # a new SDN, initialised
+
+Every model it returns carries its metadata as `model.meta` (a trained model's `model.json`) and
+its directory as `model.model_dir` (None for a new one). Architecture names may carry the kind as
+a suffix (`resnet56_sdn`, `resnet56_cnn`).
 """
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
+
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import DeepslothError
 from .backbones import Backbone, mobilenet, resnet56, vgg16bn
+from .io import META, WEIGHTS, load_state_strict, read_model_meta, read_weights
 from .msdnet import msdnet
 from .sdn import MultiExitNet, build_sdn
+from .zoo import ZOO_DIR, find_model_dir, zoo_names
 
 ARCHITECTURES: Dict[str, Callable[..., Backbone]] = {
     "vgg16bn": vgg16bn,
@@ -54,30 +66,47 @@ def dataset_shape(dataset: str) -> Tuple[int, int]:
     return DATASET_SHAPES[dataset]
 
 
-def create_model(name: str, dataset: str = "cifar10", *, sdn: Optional[bool] = None,
+def create_model(name: str | os.PathLike, dataset: Optional[str] = None, *, sdn: Optional[bool] = None,
                  num_classes: Optional[int] = None, input_size: Optional[int] = None,
                  seed: Optional[int] = None, pretrained: bool = False,
                  device: str | torch.device = "cpu") -> nn.Module:
-    """Build a backbone CNN (`sdn=False`) or its SDN with one IC per block (`sdn=True`, default).
+    """A model from a zoo name, a model directory or an architecture name (see the module docstring).
 
-    `seed` makes the initialisation reproducible without touching the global RNG state.
-    `pretrained=True` returns the shipped zoo model `<arch>_sdn_<dataset>` (loaded strictly, in
-    eval mode) with its `model.json` metadata as `model.meta`.
+    A zoo name or model directory loads that trained model: rebuilt from its `model.json`, weights
+    loaded strictly, in eval mode on `device`. `dataset`, if given, must be the model's.
+
+    An architecture name builds a backbone CNN (`sdn=False`) or its SDN with one IC per block
+    (`sdn=True`, default; MSDNet is always multi-exit) for `dataset` (default cifar10). `seed` makes
+    the initialisation reproducible without touching the global RNG state. With `pretrained=True`
+    it loads the shipped zoo model of that architecture and dataset instead.
     """
-    arch, suffix_sdn = parse_name(name)
-    if pretrained:
+    path = find_model_dir(name)
+    if path is None and pretrained:
+        arch, suffix_sdn = parse_name(str(name))
         if sdn is False or suffix_sdn is False:
-            raise DeepslothError("the zoo ships SDNs only; use pretrained=True without sdn=False")
-        if num_classes is not None or input_size is not None or seed is not None:
-            raise DeepslothError("pretrained models fix their classes, input size and weights")
-        from .zoo import load_model, zoo_names
-        zoo_name = zoo_name_for(arch, dataset)
+            raise DeepslothError("the zoo ships multi-exit models only; use pretrained=True without sdn=False")
+        zoo_name = zoo_name_for(arch, dataset or "cifar10")
         if zoo_name not in zoo_names():
             raise DeepslothError(f"no pretrained {zoo_name} in the zoo (shipped: {', '.join(zoo_names()) or 'none'}); "
                                  f"train it with `deepsloth zoo train {arch}`")
-        model, meta, _ = load_model(zoo_name, device)
-        model.meta = meta
+        path = ZOO_DIR / zoo_name
+    if path is not None:
+        if sdn is not None or num_classes is not None or input_size is not None or seed is not None:
+            raise DeepslothError(f"{name} is a trained model: its kind, classes, input size and weights are fixed")
+        model = _load_dir(path, device)
+        if dataset is not None and model.meta.get("dataset") != dataset:
+            raise DeepslothError(f"{name} is a {model.meta.get('dataset')} model, not {dataset}")
         return model
+    if isinstance(name, os.PathLike) or os.sep in str(name):
+        raise DeepslothError(f"{name} is not a model directory (no {META})" if Path(name).is_dir()
+                             else f"model directory not found: {name}")
+    return _build(str(name), dataset or "cifar10", sdn=sdn, num_classes=num_classes, input_size=input_size,
+                  seed=seed, device=device)
+
+
+def _build(name: str, dataset: str, *, sdn: Optional[bool], num_classes: Optional[int],
+           input_size: Optional[int], seed: Optional[int], device: str | torch.device) -> nn.Module:
+    arch, suffix_sdn = parse_name(name)
     if sdn is None:
         sdn = True if suffix_sdn is None else suffix_sdn
     if arch in MULTI_EXIT and not sdn:
@@ -91,11 +120,31 @@ def create_model(name: str, dataset: str = "cifar10", *, sdn: Optional[bool] = N
             torch.manual_seed(seed)
         if arch in MULTI_EXIT:
             try:
-                return MULTI_EXIT[arch](num_classes=classes, input_size=size)
+                model = MULTI_EXIT[arch](num_classes=classes, input_size=size)
             except ValueError as exc:
                 raise DeepslothError(str(exc)) from None
-        backbone = ARCHITECTURES[arch](num_classes=classes, input_size=size)
-        return build_sdn(backbone, classes, size) if sdn else backbone
+        else:
+            backbone = ARCHITECTURES[arch](num_classes=classes, input_size=size)
+            model = build_sdn(backbone, classes, size) if sdn else backbone
+    model.meta = {"arch": arch, "dataset": dataset, "mode": "sdn" if sdn else "cnn", "num_classes": classes,
+                  "input_size": size}
+    model.model_dir = None
+    return model.to(device)
+
+
+def _load_dir(path: os.PathLike | str, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model of a model directory, strictly loaded, in eval mode (`create_model` uses it)."""
+    path = Path(path)
+    meta = read_model_meta(path)
+    missing = [k for k in ("arch", "dataset", "mode") if k not in meta]
+    if missing:
+        raise DeepslothError(f"{path / META} lacks the field {missing[0]!r}")
+    model = _build(meta["arch"], meta["dataset"], sdn=meta["mode"] != "cnn", num_classes=meta.get("num_classes"),
+                   input_size=meta.get("input_size"), seed=None, device="cpu")
+    load_state_strict(model, read_weights(path), str(path / WEIGHTS))
+    model.meta = meta
+    model.model_dir = path
+    return model.to(device).eval()
 
 
 def attach_ics(cnn: Backbone, dataset: str = "cifar10", *, num_classes: Optional[int] = None,

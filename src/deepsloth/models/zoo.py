@@ -1,19 +1,17 @@
-"""Pretrained models shipped inside the package, and resolving `--model` arguments.
+"""Pretrained models shipped inside the package, and what a `--model` argument names.
 
-A zoo model is a model directory under `deepsloth/zoo/<name>/`. Every command's `--model`
-takes either a zoo name or a path to a model directory.
+A zoo model is a model directory under `deepsloth/zoo/<name>/`. Every command's `--model` (and
+`create_model`) takes a zoo name or the path of a model directory.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
-
-import torch
-from torch import nn
+from typing import Dict, List, Optional
 
 from ..errors import DeepslothError
-from .io import META, load_model_dir, read_model_meta
+from .io import META, read_model_meta
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 DEFAULT_MODEL = "resnet56_sdn_cifar10"
@@ -29,19 +27,29 @@ def zoo_entries() -> Dict[str, dict]:
     return {name: read_model_meta(ZOO_DIR / name) for name in zoo_names()}
 
 
-def resolve_model(spec: os.PathLike | str) -> Path:
-    """A model directory for `spec`: an existing directory, else a zoo name."""
+def find_model_dir(spec: os.PathLike | str) -> Optional[Path]:
+    """The model directory `spec` names, or None when it names none.
+
+    A directory holding `model.json` wins; a name that is also a zoo model is then reported on
+    stderr. A directory without `model.json` does not hide the zoo model of the same name."""
     path = Path(spec)
-    if path.is_dir():
+    in_zoo = str(spec) in zoo_names()
+    if (path / META).is_file():
+        if in_zoo and path.resolve() != (ZOO_DIR / str(spec)).resolve():
+            print(f"note: {spec} is the model directory {path.resolve()}, not the zoo model of that name "
+                  f"(name the zoo model from another working directory)", file=sys.stderr)
         return path
-    if str(spec) in zoo_names():
+    if in_zoo:
         return ZOO_DIR / str(spec)
+    return None
+
+
+def resolve_model(spec: os.PathLike | str) -> Path:
+    """The model directory for `spec` (a model directory or a zoo name), else a one-line error."""
+    found = find_model_dir(spec)
+    if found is not None:
+        return found
+    if Path(spec).is_dir():
+        raise DeepslothError(f"{spec} is not a model directory (no {META})")
     available = ", ".join(zoo_names()) or "none installed"
     raise DeepslothError(f"no model directory or zoo model named {str(spec)!r} (zoo: {available})")
-
-
-def load_model(spec: os.PathLike | str, device: str | torch.device = "cpu") -> Tuple[nn.Module, dict, Path]:
-    """Load a zoo model or model directory: (model in eval mode, its metadata, its directory)."""
-    path = resolve_model(spec)
-    model, meta = load_model_dir(path, device)
-    return model, meta, path

@@ -19,7 +19,8 @@ from ..data.augment import augment_batch
 from ..data.cache import Dataset
 from ..errors import DeepslothError
 from ..exits.forward import collect_exit_outputs
-from ..models.io import load_model_dir, save_model_dir
+from ..models.io import save_model_dir
+from ..models.registry import create_model
 from ..progress import progress
 
 
@@ -93,7 +94,7 @@ def average_model_dirs(dirs: Sequence[Path], out_dir: Path, train_set: Dataset, 
     The saved `model.json` keeps the first model's description and records every source
     directory's lineage under `averaged_from`, with how the BatchNorm statistics were made.
     """
-    loaded = [load_model_dir(d) for d in dirs]
+    loaded = [(m, m.meta) for m in (create_model(d) for d in dirs)]
     metas = [m for _, m in loaded]
     if len({(m["arch"], m["dataset"], m.get("mode")) for m in metas}) != 1:
         raise DeepslothError("models to average must share architecture, dataset and mode")
