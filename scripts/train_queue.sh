@@ -182,7 +182,7 @@ step_budget-sample-vgg() { budget_sample vgg16bn_sdn_cifar10 --amp auto; }
 # and on the ResNet-56 SDN, whose per-sample l_inf attack spends the same too (l_2 1.30, l_1 65)
 step_budget-sample-resnet() { budget_sample $R --amp auto; }
 
-# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 12 one-cycle epochs of about 8 CPU min each (one
+# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 8 one-cycle epochs of about 8 CPU min each (one
 # session; runs/ does not outlive it), installed into the package zoo (fp16) when finished
 step_msdnet() {
   [ -f src/deepsloth/zoo/msdnet_cifar10/model.json ] || \

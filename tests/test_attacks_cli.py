@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from deepsloth.adversarial import adversarial_inputs, load_adversarial
+from deepsloth.experiments.results import apply_result, read_result
 from deepsloth.cli.main import main
 from deepsloth.data import CIFAR10_CLASSES
 from deepsloth.data.cache import write_dataset
@@ -46,7 +46,7 @@ def _args(setup, out, *extra):
 def _result(out, cell):
     folder = out / "model" / "adversarial"
     (path,) = list(folder.glob(f"{cell}-*.safetensors"))
-    return load_adversarial(path)
+    return read_result(path)
 
 
 def test_per_sample_result_record_and_comparison(setup, capsys):
@@ -73,8 +73,9 @@ def test_per_sample_result_record_and_comparison(setup, capsys):
     assert {"threshold", "clean", "attacked", "efficacy_reduction", "latency_amplification"} <= set(row)
     assert printed["clean"]["final_accuracy"] == 1.0 and printed["crafting"]["file"].endswith(".safetensors")
     assert not list((out / "model" / "adversarial").glob("*.partial"))
-    x, y, rec = adversarial_inputs(printed["crafting"]["file"], clean, torch.arange(6) % 10)
-    assert x.shape == (6, 3, 32, 32)
+    kind, tensors, rec = read_result(printed["crafting"]["file"])
+    x = apply_result(kind, tensors, clean, torch.arange(6) % 10)
+    assert kind == "samples" and x.shape == (6, 3, 32, 32) and torch.equal(x, tensors["images"])
 
 
 def test_universal_and_class_universal(setup, capsys):
@@ -118,7 +119,7 @@ def test_pgd_and_uap(setup):
     (("--attack", "uap", "--norm", "l2"), "supports norm linf"),
     (("--n", "999"), "exceeds"),
     (("--craft-n", "5"), "takes no option n_images"),
-    (("--attack", "uap", "--step-size", "0.1"), "takes no option step_size"),
+    (("--attack", "uap", "--step-size", "0.1"), "uap takes no --step-size"),
 ])
 def test_bad_options_are_one_line_errors(setup, capsys, extra, message):
     out = setup["base"] / "bad"

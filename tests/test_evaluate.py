@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from deepsloth.adversarial import save_adversarial
+from deepsloth.experiments.results import save_result
 from deepsloth.cli.main import main
 from deepsloth.data import CIFAR10_CLASSES
 from deepsloth.data.cache import write_dataset
@@ -55,10 +55,10 @@ def build_env(root):
     meta = {"arch": "resnet56", "dataset": "cifar10", "mode": "ic-only", "num_classes": 10, "input_size": 32,
             "cost": measure_exit_costs(model, (3, 32, 32)).to_dict()}
     mdir = save_model_dir(root / "model", model, meta)
-    save_adversarial(root / "samples", "samples",
+    save_result(root / "samples", "samples",
                      {"images": (images[:20].float() / 255).flip(-1), "indices": torch.arange(20),
                       "labels": labels[:20]}, {"attack": "flip"})
-    save_adversarial(root / "uni", "universal", {"delta": torch.full((3, 32, 32), 0.1)}, {"attack": "const"})
+    save_result(root / "uni", "universal", {"delta": torch.full((3, 32, 32), 0.1)}, {"attack": "const"})
     return root, mdir
 
 

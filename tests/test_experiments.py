@@ -105,9 +105,9 @@ def test_same_spec_seed_and_n_give_identical_inputs_everywhere(setup, tmp_path):
     key = craft_key(ctx, spec, 3, 4)[:12]
     files = [tmp_path / "attack" / "model" / "adversarial", tmp_path / "grid" / "model" / "adversarial",
              tmp_path / "audit" / "results" / "adversarial"]
-    from deepsloth.adversarial import load_adversarial
+    from deepsloth.experiments.results import read_result
     for folder in files:
-        kind, tensors, record = load_adversarial(folder / f"deepsloth-linf-sample-{key}")
+        kind, tensors, record = read_result(folder / f"deepsloth-linf-sample-{key}")
         assert kind == "samples" and record["seed"] == 3 and record["spec"] == spec.to_dict()
         assert torch.equal(tensors["images"], api), folder
     assert float((api - ctx.clean).abs().max()) <= 8 / 255 + 1e-6
@@ -122,8 +122,8 @@ def test_different_eps_never_share_a_file(setup, tmp_path):
     assert main(common + ["--eps", "8/255"]) == 0
     files = sorted((tmp_path / "model" / "adversarial").glob("*.safetensors"))
     assert len(files) == 2 and first[0] in files and first[0].read_bytes() == before
-    from deepsloth.adversarial import load_adversarial
-    eps = sorted(load_adversarial(f)[2]["spec"]["params"]["eps"] for f in files)
+    from deepsloth.experiments.results import read_result
+    eps = sorted(read_result(f)[2]["spec"]["params"]["eps"] for f in files)
     assert eps == [pytest.approx(4 / 255), pytest.approx(8 / 255)]
     assert len(list((tmp_path / "model").glob("deepsloth-linf-sample-*.json"))) == 2
     # the same configuration again reuses the result
@@ -195,13 +195,13 @@ def test_killed_class_universal_crafting_resumes_with_the_finished_classes(setup
     ref = create_attack(spec, ctx.model, seed=0, device="cpu")(pool.images, y)
     calls = _kill_at_call(monkeypatch, DeepSloth, "_universal", 3)
     atk = create_attack(spec, ctx.model, seed=0, device="cpu")
-    atk.class_checkpoint = tmp_path
+    atk.resume_dir = tmp_path
     with pytest.raises(KeyboardInterrupt):
         atk(pool.images, y)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["class-00000.safetensors", "class-00001.safetensors"]
     calls["n"] = -100
     atk = create_attack(spec, ctx.model, seed=0, device="cpu")
-    atk.class_checkpoint = tmp_path
+    atk.resume_dir = tmp_path
     again = atk(pool.images, y)
     # only the two classes not finished before the kill are crafted again, and the result is bit-identical
     assert calls["n"] == -98 and torch.equal(again, ref) and atk.last_info["resumed_classes"] == 2

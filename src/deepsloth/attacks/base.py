@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
@@ -92,6 +93,9 @@ class Attack:
         self.device = torch.device(device) if device is not None else model_device(model)
         self.normalization: Optional[tuple] = None   # (mean, std) the model expects, if any
         self.amp: Optional[str] = None   # "bf16": the model's forwards under bf16 autocast (deepsloth.precision)
+        # a folder where the attack keeps what a killed run resumes from (class-universal DeepSloth: its finished
+        # classes; UAP: the state after its last pass), set by whoever writes the result to disk; None: nothing kept
+        self.resume_dir: Optional[Path] = None
 
     def set_normalization_used(self, mean, std) -> "Attack":
         """The model expects (x - mean) / std (per channel); the attack keeps working in [0, 1]
@@ -125,7 +129,12 @@ class Attack:
 
     def config(self) -> Dict[str, Any]:
         """Every hyper-parameter of the attack (JSON-serialisable)."""
-        return {"attack": self.name, "seed": self.seed}
+        return {"attack": self.name, **self.spec_params(), "seed": self.seed}
+
+    def spec_params(self) -> Dict[str, Any]:
+        """The hyper-parameters an attack spec records (`deepsloth.attacks.params`); they rebuild the
+        attack exactly."""
+        return {}
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor],
                 generator: torch.Generator) -> torch.Tensor:  # pragma: no cover

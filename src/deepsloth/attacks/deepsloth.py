@@ -34,7 +34,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -43,11 +43,11 @@ from ..io import load_tensors, read_metadata, save_tensors
 from ..validate import check_count, check_eps, check_number, check_positive
 from ..progress import progress
 from .base import Attack, derive_seed
+from .params import SCOPES, Param, Params
 from .norms import (check_norm, clip_grad_l2, clip_to_ball, project, random_in_ball,
                     steepest_direction)
 from .objectives import Objective, get_objective, objective_name, uniform_ic_loss
 
-SCOPES = ("sample", "universal", "class")
 DATASET_FAMILIES = ("cifar10", "tinyimagenet")
 
 # docs/method.md §5.3 (per-sample) and 5.4 (universal), per norm and dataset family.
@@ -118,46 +118,75 @@ def _checked(p: Dict[str, Any], norm: str) -> Dict[str, Any]:
     return p
 
 
+def _random_start(value):
+    if value not in (True, False, "reference"):
+        raise ValueError(f"random_start must be True, False or 'reference', got {value!r}")
+    return value
+
+
+def _choice(name: str, choices) -> Any:
+    def check(value):
+        if value not in choices:
+            raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        return value
+    return check
+
+
+NON_SAMPLE = ("universal", "class")
+# the options whose defaults come from SAMPLE_DEFAULTS / UNIVERSAL_OVERRIDES / PRESETS
+TABLED = ("eps", "steps", "step_size", "random_start", "gamma", "n_images", "batch_size", "epochs")
+
+
 class DeepSloth(Attack):
     """`random_start`: True (uniform in the eps ball, the default), False, or "reference" (uniform
     in [-0.002, 0.002] and not clamped to [0, 1] before the first step, as the paper's code did;
     docs/method.md §7)."""
 
     name = "deepsloth"
+    PARAMS = Params(
+        "deepsloth",
+        Param("eps", "budget (l_2: the starting budget); default per norm and dataset", flag="--eps"),
+        Param("steps", "iterations (universal: per batch)", flag="--steps"),
+        Param("step_size", "step size (l_2: the starting learning rate)", flag="--step-size"),
+        Param("random_start", "True, False or 'reference' (the paper code's start)", flag="--random-start",
+              check=_random_start),
+        Param("dataset", "whose defaults apply: cifar10 or tinyimagenet (default: from the input size)",
+              check=str),
+        Param("gamma", "l_2: budget decay factor", record_norms=("l2",)),
+        Param("lr_min", "l_2: final learning rate of the cosine schedule", default=0.01, record_norms=("l2",),
+              check=float),
+        Param("decay_every", "l_2: decay the budget every this many iterations (default iterations // 11)",
+              record_norms=("l2",), check=lambda v: check_count("decay_every", v)),
+        Param("grad_clip", "l_2: per-input gradient l_2 clip", default=1.0, record_norms=("l2",), check=float),
+        Param("percentile", "l_1: share of gradient coordinates that move", default=99.0, record_norms=("l1",),
+              check=float),
+        Param("preset", "crafting data schedule: reference (250 images, 1 epoch) or strong (2500, 2)",
+              default="reference", scopes=NON_SAMPLE, flag="--preset", check=_choice("preset", tuple(PRESETS))),
+        Param("n_images", "crafting images", scopes=NON_SAMPLE, flag="--craft-n"),
+        Param("batch_size", "crafting batch", scopes=NON_SAMPLE),
+        Param("epochs", "passes over the crafting images", scopes=NON_SAMPLE, flag="--epochs"),
+        Param("num_classes", "class-universal: classes to craft for (default: the model's output size)",
+              scopes=("class",), record="changed", check=lambda v: check_count("num_classes", v)),
+        Param("objective", "loss to minimise (default: the uniform-IC loss of docs/method.md §5.2)",
+              record="changed"),
+    )
 
-    def __init__(self, model: nn.Module, norm: str = "linf", scope: str = "sample",
-                 eps: Optional[float] = None, steps: Optional[int] = None,
-                 step_size: Optional[float] = None, seed: int = 0, *,
-                 dataset: Optional[str] = None, random_start: Optional[bool] = None,
-                 gamma: Optional[float] = None, lr_min: float = 0.01,
-                 decay_every: Optional[int] = None, grad_clip: float = 1.0,
-                 percentile: float = 99.0, preset: str = "reference",
-                 n_images: Optional[int] = None, batch_size: Optional[int] = None,
-                 epochs: Optional[int] = None, num_classes: Optional[int] = None,
-                 objective: Union[str, Objective, None] = None, device=None):
+    def __init__(self, model: nn.Module, norm: str = "linf", scope: str = "sample", seed: int = 0,
+                 device=None, **options: Any):
         super().__init__(model, seed=seed, device=device)
         self.norm = check_norm(norm)
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         self.scope = scope
-        self.dataset = dataset
-        self.preset = preset
-        self.objective = uniform_ic_loss if objective is None else get_objective(objective)
-        self.lr_min = float(lr_min)
-        self.grad_clip = float(grad_clip)
-        self.percentile = float(percentile)
-        self.num_classes = num_classes
-        self.decay_every = decay_every
-        self.overrides = {k: v for k, v in dict(
-            eps=eps, steps=steps, step_size=step_size, random_start=random_start, gamma=gamma,
-            n_images=n_images, batch_size=batch_size, epochs=epochs).items() if v is not None}
+        self.options = self.PARAMS.resolve(options, scope=scope)
+        o = self.options
+        self.dataset, self.preset = o["dataset"], o.get("preset", "reference")
+        self.objective = uniform_ic_loss if o["objective"] is None else get_objective(o["objective"])
+        self.lr_min, self.grad_clip, self.percentile = o["lr_min"], o["grad_clip"], o["percentile"]
+        self.num_classes, self.decay_every, self.amp = o.get("num_classes"), o["decay_every"], o["amp"]
+        self.overrides = {k: o[k] for k in TABLED if o.get(k) is not None}
         self.last_info: Dict[str, Any] = {}
         self._image_size: Optional[int] = None
-        # class-universal scope: a folder where each finished class's perturbation is kept, so that a killed run
-        # resumes with the finished classes (set by experiments.craft for a result written to disk; None: not kept)
-        self.class_checkpoint: Optional[Path] = None
         self.params()   # validate the hyper-parameters now, not at the first call
 
     # -- hyper-parameters ----------------------------------------------------------------
@@ -170,23 +199,15 @@ class DeepSloth(Attack):
             p["gamma"] = SAMPLE_DEFAULTS["l2"][p["dataset_family"]]["gamma"]
         return _checked(p, self.norm)
 
+    def spec_params(self) -> Dict[str, Any]:
+        r = self.params()
+        values = dict(self.options, amp=self.amp, dataset=r["dataset_family"])
+        values.update({k: r[k] for k in TABLED if k in values})
+        return self.PARAMS.spec(values, norm=self.norm, scope=self.scope)
+
     def config(self) -> Dict[str, Any]:
-        p = self.params()
-        cfg: Dict[str, Any] = {"attack": "deepsloth", "norm": self.norm, "scope": self.scope,
-                               "objective": objective_name(self.objective),
-                               "dataset": self.dataset or f"auto ({p['dataset_family']})"}
-        cfg.update({k: v for k, v in p.items() if k != "dataset_family" and v is not None})
-        if self.norm == "l2":
-            cfg.update(lr_min=self.lr_min, grad_clip=self.grad_clip,
-                       decay_every=self.decay_every or "iterations // 11")
-        if self.norm == "l1":
-            cfg["percentile"] = self.percentile
-        if self.scope != "sample":
-            cfg["preset"] = self.preset
-        if self.scope == "class" and self.num_classes is not None:
-            cfg["num_classes"] = self.num_classes
-        cfg["seed"] = self.seed
-        return cfg
+        return {"attack": "deepsloth", "norm": self.norm, "scope": self.scope, **self.spec_params(),
+                "objective": objective_name(self.objective), "seed": self.seed}
 
     # -- entry -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor],
@@ -300,7 +321,7 @@ class DeepSloth(Attack):
             if members.numel() == 0:
                 missing.append(c)
                 continue
-            kept = None if self.class_checkpoint is None else Path(self.class_checkpoint) / f"class-{c:05d}.safetensors"
+            kept = None if self.resume_dir is None else Path(self.resume_dir) / f"class-{c:05d}.safetensors"
             if kept is not None and kept.is_file():   # crafted before a kill: each class has its own seed
                 meta = read_metadata(kept)
                 deltas[c] = load_tensors(kept)["delta"].to(deltas.device)

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..validate import check_count, check_eps, check_positive
 from .base import Attack
+from .params import Param, Params
 from .norms import check_norm, clip_to_ball, random_in_ball, steepest_direction
 from .objectives import Objective, exit_ce, get_objective, objective_name, sum_ce
 
@@ -40,29 +41,45 @@ PGD_DEFAULTS: Dict[str, Dict[str, float]] = {
 }
 
 
+def _reduction(value: str) -> str:
+    if value not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {value!r}")
+    return value
+
+
 class PGD(Attack):
     name = "pgd"
+    PARAMS = Params(
+        "pgd",
+        Param("eps", "perturbation budget (default per norm: PGD_DEFAULTS)", flag="--eps"),
+        Param("steps", "iterations", flag="--steps", check=lambda v: check_count("steps", v)),
+        Param("step_size", "step size", flag="--step-size", check=lambda v: check_positive("step_size", v)),
+        Param("alpha", "the step size under its torchattacks name", record="never"),
+        Param("random_start", "start uniformly in the ball (else at x)", default=True, flag="--random-start",
+              check=bool),
+        Param("percentile", "l_1: share of gradient coordinates that move (sparse sign)", default=99.0,
+              record_norms=("l1",), check=float),
+        Param("targeted", "move towards the labels given (target classes) by descent", default=False,
+              record="changed", check=bool),
+        Param("reduction", "sum: each input's step is independent of its batch; mean: torchattacks' batch mean",
+              default="sum", record="changed", check=_reduction),
+    )
 
-    def __init__(self, model: nn.Module, objective: Union[str, Objective] = "final",
-                 norm: str = "linf", eps: Optional[float] = None, steps: Optional[int] = None,
-                 step_size: Optional[float] = None, random_start: bool = True, seed: int = 0,
-                 percentile: float = 99.0, device=None, *, alpha: Optional[float] = None,
-                 targeted: bool = False, reduction: str = "sum"):
+    def __init__(self, model: nn.Module, objective: Union[str, Objective] = "final", norm: str = "linf",
+                 seed: int = 0, device=None, **options: Any):
         super().__init__(model, seed=seed, device=device)
         self.norm = check_norm(norm)
-        d = PGD_DEFAULTS[self.norm]
-        if alpha is not None:
-            if step_size is not None and float(step_size) != float(alpha):
+        if options.get("alpha") is not None:
+            if options.get("step_size") is not None and float(options["step_size"]) != float(options["alpha"]):
                 raise ValueError("give the step size once: step_size or alpha")
-            step_size = alpha
-        if reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-        self.targeted, self.reduction = bool(targeted), reduction
-        self.eps = check_eps(d["eps"] if eps is None else eps, self.norm)
-        self.steps = check_count("steps", d["steps"] if steps is None else steps)
-        self.step_size = check_positive("step_size", d["step_size"] if step_size is None else step_size)
-        self.random_start = bool(random_start)
-        self.percentile = float(percentile)
+            options = dict(options, step_size=options["alpha"])
+        self.options = self.PARAMS.resolve(options, scope="sample", defaults=PGD_DEFAULTS[self.norm])
+        self.options["alpha"] = None
+        self.options["eps"] = check_eps(self.options["eps"], self.norm)
+        o = self.options
+        self.eps, self.steps, self.step_size = o["eps"], o["steps"], o["step_size"]
+        self.random_start, self.percentile = o["random_start"], o["percentile"]
+        self.targeted, self.reduction, self.amp = o["targeted"], o["reduction"], o["amp"]
         self.objective = objective
         if objective != "max":
             get_objective(objective)  # validate early
@@ -87,16 +104,12 @@ class PGD(Attack):
             self.objective if isinstance(self.objective, str) else "", "pgd-custom")
 
     def config(self) -> Dict[str, Any]:
-        cfg = {"attack": self.variant, "objective": objective_name(self.objective),
-               "norm": self.norm, "eps": self.eps, "steps": self.steps,
-               "step_size": self.step_size, "random_start": self.random_start, "seed": self.seed}
-        if self.norm == "l1":
-            cfg["percentile"] = self.percentile
-        if self.targeted:
-            cfg["targeted"] = True
-        if self.reduction != "sum":
-            cfg["reduction"] = self.reduction
-        return cfg
+        return {"attack": self.variant, "objective": objective_name(self.objective), "norm": self.norm,
+                **self.spec_params(), "seed": self.seed}
+
+    def spec_params(self) -> Dict[str, Any]:
+        self.options.update(targeted=self.targeted, amp=self.amp)   # switches set after construction
+        return self.PARAMS.spec(self.options, norm=self.norm, scope="sample")
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor],
                 generator: torch.Generator) -> torch.Tensor:

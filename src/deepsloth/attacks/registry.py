@@ -14,6 +14,9 @@ audit, grid, training): a base name (`deepsloth`, `pgd`, `pgd-avg`, `pgd-max`, `
 `norm=` / `scope=`, or a cell name `<attack>-<norm>-<scope>` such as `deepsloth-linf-class`,
 or a short form that leaves out the defaults (`deepsloth-universal`, `deepsloth-l2`).
 
+Each attack declares its options once (`PARAMS`, `deepsloth.attacks.params`): what the registry
+accepts per scope and what a spec records both come from there.
+
 Every attack also takes `amp="bf16"`: its forward and backward passes run under bf16 autocast
 (`deepsloth.precision`; about 2x faster crafting on AMX CPUs for VGG16-BN and ResNet-56, many
 times slower on CPUs without native bf16), the perturbation, projections and outputs stay fp32.
@@ -29,11 +32,17 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
+from ..device import resolve_device
 from ..errors import DeepslothError
+from ..precision import resolve_amp
+from .deepsloth import DeepSloth
 from .norms import NORMS, check_norm
+from .params import SCOPE_LABELS, SCOPES
+from .pgd import PGD
+from .uap import UAP
 
 ATTACKS: Tuple[str, ...] = ("deepsloth", "pgd", "pgd-avg", "pgd-max", "uap")
-SCOPES: Tuple[str, ...] = ("sample", "universal", "class")
+CLASSES = {"deepsloth": DeepSloth, "pgd": PGD, "pgd-avg": PGD, "pgd-max": PGD, "uap": UAP}
 PGD_OBJECTIVE = {"pgd": "final", "pgd-avg": "avg", "pgd-max": "max"}
 # Which scopes and norms each attack supports.
 SUPPORTED: Dict[str, Dict[str, Tuple[str, ...]]] = {
@@ -44,7 +53,6 @@ SUPPORTED: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "uap": {"scopes": ("universal",), "norms": ("linf",)},
 }
 LABELS = {"deepsloth": "DeepSloth", "pgd": "PGD", "pgd-avg": "PGD-avg", "pgd-max": "PGD-max", "uap": "UAP"}
-SCOPE_LABELS = {"sample": "per-sample", "universal": "universal", "class": "class-universal"}
 NORM_LABELS = {"linf": "l_inf", "l2": "l_2", "l1": "l_1"}
 
 
@@ -124,73 +132,18 @@ class AttackSpec:
         return hash(self.id)
 
 
-_PGD_KEYS = {"eps", "steps", "step_size", "random_start", "percentile", "targeted", "reduction", "alpha"}
-_DS_SAMPLE_KEYS = {"eps", "steps", "step_size", "random_start", "gamma", "lr_min", "decay_every", "grad_clip",
-                   "percentile", "dataset", "objective"}
-ALLOWED: Dict[Tuple[str, str], set] = {
-    **{(a, "sample"): _PGD_KEYS for a in PGD_OBJECTIVE},
-    ("uap", "universal"): {"eps", "overshoot", "max_iter_df", "n_images", "max_passes", "target_fooling",
-                           "candidates", "batch_size"},
-    ("deepsloth", "sample"): _DS_SAMPLE_KEYS,
-    ("deepsloth", "universal"): _DS_SAMPLE_KEYS | {"preset", "n_images", "batch_size", "epochs"},
-    ("deepsloth", "class"): _DS_SAMPLE_KEYS | {"preset", "n_images", "batch_size", "epochs", "num_classes"},
-}
+def allowed_options(attack: str, scope: str) -> Tuple[str, ...]:
+    """The options `attack` takes in `scope`, from its declaration."""
+    return CLASSES[attack].PARAMS.names(scope)
 
 
 def _build(attack: str, norm: str, scope: str, model: nn.Module, params: Dict[str, Any], seed: int,
            device=None):
-    from ..precision import check_amp
-    from .deepsloth import DeepSloth
-    from .pgd import PGD
-    from .uap import UAP
-
-    params = dict(params)
-    amp = check_amp(params.pop("amp", None))
     if attack in PGD_OBJECTIVE:
-        atk = PGD(model, objective=PGD_OBJECTIVE[attack], norm=norm, seed=seed, device=device, **params)
-    elif attack == "uap":
-        atk = UAP(model, norm=norm, seed=seed, device=device, **params)
-    else:
-        atk = DeepSloth(model, norm=norm, scope=scope, seed=seed, device=device, **params)
-    atk.amp = amp
-    return atk
-
-
-def _resolved_params(atk) -> Dict[str, Any]:
-    """Constructor keyword arguments that rebuild `atk` exactly (every default filled in); `amp`
-    only when set, so that the ids of fp32 specs stay what they were."""
-    p = _constructor_params(atk)
-    if getattr(atk, "amp", None):
-        p["amp"] = atk.amp
-    return p
-
-
-def _constructor_params(atk) -> Dict[str, Any]:
-    from .deepsloth import DeepSloth
-    from .pgd import PGD
-
-    if isinstance(atk, PGD):
-        p = {"eps": atk.eps, "steps": atk.steps, "step_size": atk.step_size, "random_start": atk.random_start}
-        if atk.norm == "l1":
-            p["percentile"] = atk.percentile
-        if atk.targeted:              # recorded only when not the default: existing ids stay valid
-            p["targeted"] = True
-        if atk.reduction != "sum":
-            p["reduction"] = atk.reduction
-        return p
-    if isinstance(atk, DeepSloth):
-        r = atk.params()
-        p = {k: r[k] for k in ("eps", "steps", "step_size", "random_start") if r.get(k) is not None}
-        p["dataset"] = r["dataset_family"]
-        if atk.norm == "l2":
-            p.update(gamma=r["gamma"], lr_min=atk.lr_min, grad_clip=atk.grad_clip, decay_every=atk.decay_every)
-        if atk.norm == "l1":
-            p["percentile"] = atk.percentile
-        if atk.scope != "sample":
-            p.update(preset=atk.preset, n_images=r["n_images"], batch_size=r["batch_size"], epochs=r["epochs"])
-        return p
-    cfg = atk.config()
-    return {k: v for k, v in cfg.items() if k not in ("attack", "norm", "seed", "amp")}
+        return PGD(model, objective=PGD_OBJECTIVE[attack], norm=norm, seed=seed, device=device, **params)
+    if attack == "uap":
+        return UAP(model, norm=norm, seed=seed, device=device, **params)
+    return DeepSloth(model, norm=norm, scope=scope, seed=seed, device=device, **params)
 
 
 def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, scope: Optional[str] = None,
@@ -206,23 +159,19 @@ def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, sc
     attack, norm, scope = parse_name(name, norm, scope)
     params = {k: v for k, v in overrides.items() if v is not None}
     if params.get("amp") is not None:
-        from ..device import resolve_device
-        from ..precision import resolve_amp
-
         params["amp"] = resolve_amp(params["amp"], resolve_device(device))
     if attack == "deepsloth" and dataset is not None:
         params.setdefault("dataset", dataset)
     if attack == "uap":
         params.pop("dataset", None)
-    unknown = sorted(set(params) - ALLOWED[(attack, scope)] - {"amp"})   # amp: every attack (deepsloth.precision)
-    if unknown:
-        raise DeepslothError(f"{attack} ({SCOPE_LABELS[scope]}) takes no option {', '.join(unknown)}; it takes "
-                             f"{', '.join(sorted(ALLOWED[(attack, scope)]))}")
+    if not isinstance(params.get("objective", ""), str):
+        raise DeepslothError("a spec names its objective (see deepsloth.attacks.objectives.OBJECTIVES); "
+                             "pass a function to the attack class instead")
     try:
         atk = _build(attack, norm, scope, nn.Identity(), params, seed=0, device="cpu")
-    except TypeError as exc:
-        raise DeepslothError(f"{attack}: unknown option ({exc})") from None
-    return AttackSpec(attack, norm, scope, _resolved_params(atk))
+    except ValueError as exc:
+        raise DeepslothError(str(exc)) from None
+    return AttackSpec(attack, norm, scope, atk.spec_params())
 
 
 def create_attack(name: Union[str, AttackSpec], model: nn.Module, *, seed: int = 0, device=None,
@@ -234,4 +183,4 @@ def create_attack(name: Union[str, AttackSpec], model: nn.Module, *, seed: int =
 
 
 __all__ = ["ATTACKS", "SCOPES", "SUPPORTED", "AttackSpec", "list_attacks", "parse_name", "resolve_spec",
-           "create_attack"]
+           "create_attack", "allowed_options"]

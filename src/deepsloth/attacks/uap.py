@@ -12,7 +12,7 @@ Passes stop when the fooling rate on the set reaches `target_fooling` (0.8) or a
 `max_passes` (100). Nothing depends on the image size or the number of classes: DeepFool
 considers the `candidates` (10) highest-scoring classes, or all when there are fewer.
 
-With `pass_checkpoint` set to a file path (experiments.craft does this for a result written to
+With `resume_dir` set (`Attack.resume_dir`; experiments.craft sets it for a result written to
 disk), the state after each finished pass (v, the generator, the fooling rate) is saved there, and
 a killed run resumes from the last finished pass with the same result as an uninterrupted one.
 
@@ -33,35 +33,53 @@ from ..io import load_tensors, read_metadata, save_tensors
 from ..validate import check_count, check_eps, check_number
 from ..progress import progress
 from .base import Attack
-from .norms import project
+from .norms import check_norm, project
+from .params import Param, Params
+
+
+def _candidates(value: int) -> int:
+    if int(value) < 2:
+        raise ValueError("DeepFool needs at least 2 candidate classes")
+    return int(value)
 
 
 class UAP(Attack):
     name = "uap"
+    PARAMS = Params(
+        "uap",
+        Param("eps", "l_inf budget", default=8 / 255, flag="--eps", check=lambda v: check_eps(v, "linf")),
+        Param("overshoot", "DeepFool overshoot", default=0.02, check=lambda v: check_number("overshoot", v, low=0.0)),
+        Param("max_iter_df", "DeepFool iterations per input", default=10, flag="--steps",
+              check=lambda v: check_count("max_iter_df", v)),
+        Param("n_images", "crafting images, chosen by a seeded permutation", default=100, flag="--craft-n",
+              check=lambda v: check_count("n_images", v)),
+        Param("max_passes", "at most this many passes over the crafting images", default=100, flag="--epochs",
+              check=lambda v: check_count("max_passes", v)),
+        Param("target_fooling", "stop once this share of the crafting images is fooled", default=0.8,
+              check=lambda v: check_number("target_fooling", v, low=0.0, high=1.0, low_open=True)),
+        Param("candidates", "DeepFool considers the top this-many classes", default=10, check=_candidates),
+        Param("batch_size", "inputs visited at once (1: the original sequential algorithm)", default=1,
+              check=lambda v: check_count("batch_size", v)),
+    )
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, overshoot: float = 0.02,
-                 max_iter_df: int = 10, n_images: int = 100, max_passes: int = 100,
-                 target_fooling: float = 0.8, candidates: int = 10, batch_size: int = 1,
-                 norm: str = "linf", seed: int = 0, device=None):
+    def __init__(self, model: nn.Module, norm: str = "linf", seed: int = 0, device=None, **options: Any):
         super().__init__(model, seed=seed, device=device)
-        if candidates < 2:
-            raise ValueError("DeepFool needs at least 2 candidate classes")
-        self.eps = check_eps(eps, "linf")
-        self.overshoot = check_number("overshoot", overshoot, low=0.0)
-        self.max_iter_df = check_count("max_iter_df", max_iter_df)
-        self.n_images, self.max_passes = check_count("n_images", n_images), check_count("max_passes", max_passes)
-        self.target_fooling = check_number("target_fooling", target_fooling, low=0.0, high=1.0, low_open=True)
-        self.candidates, self.batch_size = int(candidates), check_count("batch_size", batch_size)
-        self.norm = norm
+        if check_norm(norm) != "linf":
+            raise ValueError(f"uap supports norm linf, not {norm}")
+        self.norm = "linf"
+        self.options = self.PARAMS.resolve(options, scope="universal")
+        o = self.options
+        self.eps, self.overshoot, self.max_iter_df = o["eps"], o["overshoot"], o["max_iter_df"]
+        self.n_images, self.max_passes, self.target_fooling = o["n_images"], o["max_passes"], o["target_fooling"]
+        self.candidates, self.batch_size, self.amp = o["candidates"], o["batch_size"], o["amp"]
         self.last_info: Dict[str, Any] = {}
-        # a file where the state after each finished pass is kept (None: not kept)
-        self.pass_checkpoint: Optional[Path] = None
 
     def config(self) -> Dict[str, Any]:
-        return {"attack": "uap", "norm": self.norm, "eps": self.eps, "overshoot": self.overshoot,
-                "max_iter_df": self.max_iter_df, "n_images": self.n_images,
-                "max_passes": self.max_passes, "target_fooling": self.target_fooling,
-                "candidates": self.candidates, "batch_size": self.batch_size, "seed": self.seed}
+        return {"attack": "uap", "norm": self.norm, **self.spec_params(), "seed": self.seed}
+
+    def spec_params(self) -> Dict[str, Any]:
+        self.options["amp"] = self.amp
+        return self.PARAMS.spec(self.options, norm=self.norm, scope="universal")
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x, "final")[-1]   # the backbone only: the ICs play no part in UAP
@@ -112,7 +130,7 @@ class UAP(Attack):
         clean = self.predict(xs)
         v = torch.zeros((1,) + tuple(xs.shape[1:]), device=xs.device)
         fooling, passes, done, resumed_seconds = 0.0, 0, 0, 0.0
-        kept = None if self.pass_checkpoint is None else Path(self.pass_checkpoint)
+        kept = None if self.resume_dir is None else Path(self.resume_dir) / "passes.safetensors"
         if kept is not None and kept.is_file():   # passes finished before a kill
             state, meta = load_tensors(kept), read_metadata(kept)
             v = state["v"].to(xs.device)

@@ -13,26 +13,38 @@ import argparse
 from .common import (AMP_CHOICES, DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, emit,
                      model_dataset, nonempty,
                      positive_int, positive_number, writable_dir)
+from ..errors import DeepslothError
 from .text import print_comparison
 
-ATTACKS = ("deepsloth", "pgd", "pgd-avg", "pgd-max", "uap")
+# How each attack option flag reads its value; which option of which attack it sets, and its help, come from the
+# attacks' declarations (deepsloth.attacks.params)
+FLAG_TYPES = {"--eps": positive_number, "--steps": positive_int, "--step-size": positive_number,
+              "--random-start": {"yes": True, "no": False, "reference": "reference"},
+              "--craft-n": positive_int, "--epochs": positive_int, "--preset": ("reference", "strong")}
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
 
 
 def spec_options(args) -> dict:
-    """Attack hyper-parameters given on the command line (None: the default of docs/method.md §5)."""
-    opts = {"eps": args.eps, "steps": args.steps, "step_size": args.step_size}
-    if args.attack.startswith("uap"):   # DeepFool iterations; UAP has no step size
-        opts["max_iter_df"] = opts.pop("steps")
-    if getattr(args, "random_start", None) is not None:
-        opts["random_start"] = {"yes": True, "no": False, "reference": "reference"}[args.random_start]
+    """Attack hyper-parameters given on the command line (None: the default of docs/method.md §5), mapped to the
+    options of the attack named by --attack through its declaration."""
+    from ..attacks.registry import CLASSES, parse_name
+
+    attack = parse_name(args.attack)[0]
+    flags = CLASSES[attack].PARAMS.flags()
+    opts = {}
+    for flag, kind in FLAG_TYPES.items():
+        value = getattr(args, _dest(flag), None)
+        if value is None:
+            continue
+        if flag not in flags:
+            raise DeepslothError(f"{attack} takes no {flag}")
+        opts[flags[flag][0]] = kind[value] if isinstance(kind, dict) else value
     if getattr(args, "amp", "off") != "off":
         opts["amp"] = args.amp
-    for flag in ("craft_n", "epochs", "preset"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            opts["n_images" if flag == "craft_n" else "max_passes" if (flag == "epochs" and args.attack.startswith("uap"))
-                 else flag] = value
-    return {k: v for k, v in opts.items() if v is not None}
+    return opts
 
 
 def run(args) -> int:
@@ -55,25 +67,34 @@ def run(args) -> int:
                                                                         + (" (existed)" if existed else ""))))
 
 
+def flag_help() -> dict:
+    """Per flag: the help text of every attack that takes it, from the declarations."""
+    from ..attacks.registry import CLASSES
+
+    out: dict = {}
+    for name, cls in CLASSES.items():
+        if name in ("pgd-avg", "pgd-max"):   # the PGD class, as pgd
+            continue
+        for p in cls.PARAMS:
+            if p.flag:
+                out.setdefault(p.flag, []).append(f"{name}: {p.help}")
+    return {flag: "; ".join(texts) for flag, texts in out.items()}
+
+
 def add_attack_options(p: argparse.ArgumentParser) -> None:
+    from ..attacks.registry import ATTACKS, SCOPES
+
     p.add_argument("--attack", default="deepsloth",
                    help=f"{', '.join(ATTACKS)}, or <attack>-<norm>-<scope> (default: deepsloth)")
     p.add_argument("--norm", default=None, choices=("linf", "l2", "l1"), help="default: linf")
-    p.add_argument("--scope", default=None, choices=("sample", "universal", "class"),
+    p.add_argument("--scope", default=None, choices=SCOPES,
                    help="sample (default), universal or class (class-universal); uap is universal")
-    p.add_argument("--eps", type=positive_number, default=None, help="perturbation budget, e.g. 8/255")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="iterations (per batch for universal DeepSloth; DeepFool iterations for uap)")
-    p.add_argument("--step-size", type=positive_number, default=None, help="step size / learning rate")
-    p.add_argument("--random-start", default=None, choices=("yes", "no", "reference"),
-                   help="DeepSloth/PGD random start; reference: DeepSloth's original [-0.002, 0.002] start")
-    p.add_argument("--craft-n", type=positive_int, default=None,
-                   help="universal/class attacks: training images to craft on (DeepSloth 250, uap 100)")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="universal DeepSloth: passes over the crafting images (1); uap: at most this many passes")
-    p.add_argument("--preset", default=None, choices=("reference", "strong"),
-                   help="universal/class DeepSloth data schedule: reference (250 images, 1 epoch) or strong "
-                        "(2500 images, 2 epochs)")
+    helps = flag_help()
+    for flag, kind in FLAG_TYPES.items():
+        if isinstance(kind, (dict, tuple)):
+            p.add_argument(flag, default=None, choices=tuple(kind), help=helps[flag])
+        else:
+            p.add_argument(flag, type=kind, default=None, help=helps[flag])
     add_amp(p)
     add_seed(p)
     p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")

@@ -128,12 +128,17 @@ MODEL_FILES = ("model.json", "model.safetensors")
 
 def writable_file(path: Path | str, what: str = "--out") -> Path:
     """Check that a file can be written at `path` (its folder exists or can be made, is writable),
-    and that it is not one of a model directory's own files."""
+    and that it is not one of a model directory's or an attack result's own files."""
+    from ..experiments.results import is_attack_record
+
     path = Path(path)
     if path.is_dir():
         raise DeepslothError(f"{what} {path} is a directory, expected a file name")
     if path.name in MODEL_FILES and (path.parent / MODEL_FILES[0]).is_file():
         raise DeepslothError(f"{what} {path} is a file of the model directory {path.parent}; "
+                             f"write the result elsewhere")
+    if is_attack_record(path) or (path.suffix == ".safetensors" and is_attack_record(path.with_suffix(".json"))):
+        raise DeepslothError(f"{what} {path} is a file of the attack result {path.with_suffix('')}; "
                              f"write the result elsewhere")
     writable_dir(path.parent, what)
     return path

@@ -21,7 +21,7 @@ def run(args) -> int:
     ctx = context_from(args, device=dist.device)
     if dist.active:
         from ..experiments.compare import compare
-        from ..experiments.evaluate import load_result
+        from ..experiments.results import load_result
         from ..experiments.sharded import outputs_sharded
         crafted = load_result(ctx, args.inputs) if args.inputs else None
         clean = outputs_sharded(ctx, ctx.test.images, dist, desc="clean forward")

@@ -9,7 +9,7 @@ from .common import (add_context, add_json, context_from, emit, nonempty, nonneg
 def run(args) -> int:
     import torch
 
-    from ..experiments.evaluate import load_result
+    from ..experiments.results import load_result
     from ..experiments.latency import latency_model, latency_study
 
     if args.out:

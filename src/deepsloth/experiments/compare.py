@@ -29,7 +29,7 @@ from ..exits.forward import ExitOutputs
 from ..metrics.efficacy import efficacy_reduction
 from ..metrics.latency import LatencyModel
 from .context import Context
-from .craft import Crafted
+from .results import Crafted
 
 FORMAT = "deepsloth-comparison/1"
 

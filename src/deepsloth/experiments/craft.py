@@ -37,31 +37,16 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from .. import __version__
-from ..adversarial import load_adversarial, save_adversarial
-from ..attacks.base import apply_universal, derive_seed
+from ..attacks.base import derive_seed
 from ..attacks.norms import norm_report
 from ..attacks.registry import AttackSpec, create_attack
 from ..errors import DeepslothError
 from ..io import LockHeld, atomic_path, exclusive, load_tensors, read_metadata, save_tensors
 from ..progress import progress
 from .context import Context
+from .results import FORMAT, KIND_OF_SCOPE, Crafted, apply_result, read_result, save_result
 
 DEFAULT_BATCH = 128
-KIND = {"sample": "samples", "universal": "universal", "class": "class-universal"}
-FORMAT = "deepsloth-attack/2"
-
-
-@dataclass
-class Crafted:
-    spec: AttackSpec
-    seed: int
-    kind: str
-    inputs: torch.Tensor              # adversarial inputs for the context's clean inputs, float [n,...]
-    labels: torch.Tensor
-    tensors: Dict[str, torch.Tensor]  # what is saved (images, or the perturbation)
-    record: Dict[str, Any]
-    path: Optional[Path] = None
-    reused: bool = False
 
 
 def craft_identity(ctx: Context, spec: AttackSpec, seed: int, batch_size: int) -> Dict[str, Any]:
@@ -115,7 +100,7 @@ def _load_existing(path: Path, key: str, ctx: Context, spec: AttackSpec, seed: i
     if not (path.is_file() and js.is_file()):
         return None
     try:
-        kind, tensors, record = load_adversarial(path)
+        kind, tensors, record = read_result(path)
     except DeepslothError:
         return None   # a damaged file is crafted again (and replaced atomically)
     if record.get("key") != key:
@@ -125,11 +110,8 @@ def _load_existing(path: Path, key: str, ctx: Context, spec: AttackSpec, seed: i
 
 
 def _inputs_for(ctx: Context, kind: str, tensors: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    if kind == "samples":
-        return tensors["images"].float(), tensors["labels"].long()
-    if kind == "universal":
-        return apply_universal(ctx.clean, tensors["delta"]), ctx.labels
-    return apply_universal(ctx.clean, tensors["deltas"], ctx.labels), ctx.labels
+    return apply_result(kind, tensors, ctx.clean, ctx.labels), (tensors["labels"].long() if kind == "samples"
+                                                                 else ctx.labels)
 
 
 def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
@@ -193,14 +175,10 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
     atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device)
     pool = ctx.train_pool()
     partial = None
-    if out is not None and spec.scope == "class" and hasattr(atk, "class_checkpoint"):
-        partial = out / f"{stem}.partial"   # finished classes are kept here until the result is written
+    if out is not None:   # what the attack can resume from (finished classes, UAP's last pass) until the result is written
+        partial = out / f"{stem}.partial"
         _open_partial(partial, key)
-        atk.class_checkpoint = partial
-    elif out is not None and spec.scope == "universal" and hasattr(atk, "pass_checkpoint"):
-        partial = out / f"{stem}.partial"   # UAP: the state after its last finished pass
-        _open_partial(partial, key)
-        atk.pass_checkpoint = partial / "passes.safetensors"
+        atk.resume_dir = partial
     t0 = time.perf_counter()
     if spec.scope == "universal":
         tensors = {"delta": atk(pool.images).float().cpu()}
@@ -216,7 +194,7 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
     delta = tensors.get("delta")
     delta = delta[None] if delta is not None else tensors["deltas"]
     record["perturbation_norms"] = norm_report(delta, torch.zeros_like(delta))
-    crafted = _finish(ctx, spec, seed, KIND[spec.scope], tensors, record, final)
+    crafted = _finish(ctx, spec, seed, KIND_OF_SCOPE[spec.scope], tensors, record, final)
     if partial is not None:
         shutil.rmtree(partial, ignore_errors=True)
     return crafted
@@ -228,7 +206,7 @@ def _finish(ctx: Context, spec: AttackSpec, seed: int, kind: str, tensors: Dict[
     record["norms"] = norm_report(inputs, ctx.clean)
     record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if final is not None:
-        save_adversarial(final, kind, tensors, record)
+        save_result(final, kind, tensors, record)
     return Crafted(spec, seed, kind, inputs, labels, tensors, record, final)
 
 
@@ -304,4 +282,4 @@ def merge(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DE
     return crafted
 
 
-__all__ = ["craft", "merge", "craft_key", "craft_identity", "result_stem", "Crafted", "DEFAULT_BATCH", "KIND"]
+__all__ = ["craft", "merge", "craft_key", "craft_identity", "result_stem", "Crafted", "DEFAULT_BATCH"]

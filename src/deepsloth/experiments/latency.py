@@ -16,7 +16,7 @@ from ..metrics.latency import (DEFAULT_BANDWIDTH_BPS, DEFAULT_DEVICE_OPS_PER_S, 
 from ..validate import check_count, check_number, check_positive
 from .compare import compare
 from .context import Context
-from .craft import Crafted
+from .results import Crafted
 
 
 def latency_model(ctx: Context, *, device_gops: float = DEFAULT_DEVICE_OPS_PER_S / 1e9,

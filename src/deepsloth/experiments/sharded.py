@@ -24,7 +24,8 @@ from ..distributed import Dist
 from ..exits.forward import ExitOutputs, collect_exit_outputs
 from ..io import save_tensors
 from .context import Context
-from .craft import DEFAULT_BATCH, Crafted, _batch_file, _read_batch, craft, craft_key, result_stem
+from .craft import DEFAULT_BATCH, _batch_file, _read_batch, craft, craft_key, result_stem
+from .results import Crafted
 
 
 def craft_sharded(ctx: Context, spec: AttackSpec, dist: Dist, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,

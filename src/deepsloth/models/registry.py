@@ -24,7 +24,7 @@ from .backbones import Backbone, mobilenet, resnet56, vgg16bn
 from .io import META, WEIGHTS, load_state_strict, read_model_meta, read_weights
 from .msdnet import msdnet
 from .sdn import MultiExitNet, build_sdn
-from .zoo import ZOO_DIR, find_model_dir, zoo_names
+from .zoo import ZOO_DIR, find_model_dir, resolve_model, zoo_names
 
 ARCHITECTURES: Dict[str, Callable[..., Backbone]] = {
     "vgg16bn": vgg16bn,
@@ -97,9 +97,8 @@ def create_model(name: str | os.PathLike, dataset: Optional[str] = None, *, sdn:
         if dataset is not None and model.meta.get("dataset") != dataset:
             raise DeepslothError(f"{name} is a {model.meta.get('dataset')} model, not {dataset}")
         return model
-    if isinstance(name, os.PathLike) or os.sep in str(name):
-        raise DeepslothError(f"{name} is not a model directory (no {META})" if Path(name).is_dir()
-                             else f"model directory not found: {name}")
+    if isinstance(name, os.PathLike) or os.sep in str(name) or Path(name).is_dir():
+        resolve_model(name)   # a path that names no model: its one-line error
     return _build(str(name), dataset or "cifar10", sdn=sdn, num_classes=num_classes, input_size=input_size,
                   seed=seed, device=device)
 

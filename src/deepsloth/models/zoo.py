@@ -52,4 +52,4 @@ def resolve_model(spec: os.PathLike | str) -> Path:
     if Path(spec).is_dir():
         raise DeepslothError(f"{spec} is not a model directory (no {META})")
     available = ", ".join(zoo_names()) or "none installed"
-    raise DeepslothError(f"no model directory or zoo model named {str(spec)!r} (zoo: {available})")
+    raise DeepslothError(f"no model directory or zoo model named {str(spec)!r}: not found (zoo: {available})")
