@@ -10,7 +10,6 @@ from conftest import synthetic_cifar10
 from torch import nn
 
 from deepsloth.experiments.training import TrainConfig, run_training
-from deepsloth.models import create_model
 from deepsloth.models import create_model, save_model_dir
 from deepsloth.train.adversarial import AdversarialTraining
 

@@ -30,8 +30,7 @@ def trained():
                     f"with the zoo; available: {', '.join(zoo_names()) or 'none'})")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = create_model(ZOO_NAME, device=device)
-    meta, path = model.meta, model.model_dir
-    return model, meta, device
+    return model, model.meta, device
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from deepsloth.data.augment import augment_batch
 from deepsloth.data.cache import Dataset
 from deepsloth.errors import DeepslothError
 from deepsloth.models import create_model, save_model_dir
-from deepsloth.models.registry import create_model
 from deepsloth.train.average import average_model_dirs, average_weights, recompute_batchnorm
 
 

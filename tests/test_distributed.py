@@ -14,7 +14,6 @@ import pytest
 from conftest import synthetic_sdn
 
 from deepsloth.cli.main import main
-from deepsloth.models import create_model
 from deepsloth.models import create_model, save_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

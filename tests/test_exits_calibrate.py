@@ -10,7 +10,7 @@ from torch import nn
 from deepsloth.errors import DeepslothError
 from deepsloth.exits import calibrate as cal
 from deepsloth.exits.calibrate import (THRESHOLD_GRID, calibrate_thresholds, calibration_for,
-                                       load_or_calibrate_thresholds, threshold_sweep)
+                                       threshold_sweep)
 from deepsloth.exits.forward import ExitOutputs
 from deepsloth.models.backbones import Backbone, PoolLinear
 from deepsloth.models.io import save_model_dir
@@ -120,7 +120,7 @@ def test_thresholds_are_saved_and_reused(model_dir, clean, count_forwards, tmp_p
     monkeypatch.setenv("DEEPSLOTH_DATA", str(tmp_path / "data"))
     path, model = model_dir
     x, y = clean
-    first = load_or_calibrate_thresholds(path, model, None, x, y, rads=(50, 90))
+    first = calibration_for(path, model, None, x, y, rads=(50, 90))[0]
     assert len(count_forwards) == 1
     assert (path / "thresholds.json").is_file()
     stored = json.loads((path / "thresholds.json").read_text())
@@ -128,7 +128,7 @@ def test_thresholds_are_saved_and_reused(model_dir, clean, count_forwards, tmp_p
     again, info = calibration_for(path, model, None, x, y, rads=(50, 90))
     assert again == first and info["cached"] and len(count_forwards) == 1
     # another RAD budget is selected from the stored sweep: no forward
-    other = load_or_calibrate_thresholds(path, model, None, x, y, rads=(90,))
+    other = calibration_for(path, model, None, x, y, rads=(90,))[0]
     assert other["90"] == first["90"] and len(count_forwards) == 1
 
 
@@ -136,21 +136,21 @@ def test_stale_thresholds_are_never_reused(model_dir, clean, count_forwards, tmp
     monkeypatch.setenv("DEEPSLOTH_DATA", str(tmp_path / "data"))
     path, model = model_dir
     x, y = clean
-    load_or_calibrate_thresholds(path, model, None, x, y, rads=(90,))
+    calibration_for(path, model, None, x, y, rads=(90,))
     assert len(count_forwards) == 1
-    load_or_calibrate_thresholds(path, model, None, x[:20], y[:20], rads=(90,))     # other data
+    calibration_for(path, model, None, x[:20], y[:20], rads=(90,))     # other data
     assert len(count_forwards) == 2
-    load_or_calibrate_thresholds(path, model, None, x, (y + 1) % 10, rads=(90,))    # other labels
+    calibration_for(path, model, None, x, (y + 1) % 10, rads=(90,))    # other labels
     assert len(count_forwards) == 3
-    load_or_calibrate_thresholds(path, model, None, x, y, rads=(90,), policy="patience")  # other policy
+    calibration_for(path, model, None, x, y, rads=(90,), policy="patience")  # other policy
     assert len(count_forwards) == 4
     # retrained weights in the same directory
     model2 = tiny_sdn(1)
     save_model_dir(path, model2, META)
-    load_or_calibrate_thresholds(path, model2, None, x, y, rads=(90,))
+    calibration_for(path, model2, None, x, y, rads=(90,))
     assert len(count_forwards) == 5
     # the original data, policy and weights of the last call are reused
-    load_or_calibrate_thresholds(path, model2, None, x, y, rads=(90,))
+    calibration_for(path, model2, None, x, y, rads=(90,))
     assert len(count_forwards) == 5
 
 
@@ -159,7 +159,7 @@ def test_corrupt_file_is_recomputed(model_dir, clean, count_forwards, tmp_path, 
     path, model = model_dir
     x, y = clean
     (path / "thresholds.json").write_text("{not json")
-    load_or_calibrate_thresholds(path, model, None, x, y, rads=(90,))
+    calibration_for(path, model, None, x, y, rads=(90,))
     assert len(count_forwards) == 1
     assert json.loads((path / "thresholds.json").read_text())["format"] == "deepsloth-thresholds/1"
 

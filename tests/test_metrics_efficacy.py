@@ -7,7 +7,6 @@ import torch
 
 from deepsloth.errors import DeepslothError
 from deepsloth.metrics.efficacy import eec_curve, efficacy, efficacy_reduction, exit_counts, mean_cost
-from deepsloth.metrics.plots import plot_eec
 
 COSTS = [0.2, 0.5, 1.0]  # K = 3: two ICs and the final exit
 
@@ -67,9 +66,3 @@ def test_bad_inputs_are_clear_errors():
         efficacy([0, 0, 0], COSTS)
     with pytest.raises(DeepslothError, match="exit indices"):
         efficacy(torch.tensor([0, 5, 1, 1]), COSTS)
-
-
-def test_plot_writes_a_png(tmp_path):
-    out = plot_eec({"clean": ([6, 3, 1], COSTS), "DeepSloth": (torch.tensor([2, 2, 2, 1]), COSTS)},
-                   tmp_path / "eec.png", title="test")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -175,7 +175,6 @@ def test_killed_msdnet_training_resumes_bit_identically(cifar10_root, tmp_path, 
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert train(killed, "--resume") == 0
     a = create_model(full)
-    meta_a = a.meta
     b = create_model(killed)
     meta_b = b.meta
     assert meta_b["exits"] == 7 and meta_b["recipe"]["exit_weights"] == "equal"

@@ -14,7 +14,6 @@ from deepsloth.cli.main import main
 from deepsloth.errors import DeepslothError, DeepslothWarning
 from deepsloth.experiments.training import TrainConfig, run_training
 from deepsloth.models import create_model
-from deepsloth.models import create_model
 from deepsloth.precision import autocast, check_amp
 from deepsloth.train.adversarial import AdversarialTraining
 

@@ -91,7 +91,6 @@ def test_killed_run_resumes_to_the_same_result(cifar10_root, tmp_path, monkeypat
     assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2") == 2
     assert _train(cifar10_root, killed, "--mode", "cnn", "--epochs", "2", "--resume") == 0
     a = create_model(full)
-    meta_a = a.meta
     b = create_model(killed)
     meta_b = b.meta
     assert len(meta_b["history"]) == 2 and meta_b["history"][-1]["epoch"] == 2

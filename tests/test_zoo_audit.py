@@ -31,7 +31,7 @@ def test_zoo_list_json(capsys):
 @pytest.mark.parametrize("name", zoo_names())
 def test_shipped_model_accuracy_holds_on_the_bundled_subset(name):
     model = create_model(name)
-    meta, path = model.meta, model.model_dir
+    meta = model.meta
     assert meta["dataset"] == "cifar10" and "cifar10-jpeg" in meta["data_source"]
     assert meta["recipe"] and meta["seed"] is not None
     test = load_bundled("test")

@@ -1,5 +1,5 @@
 """torch.distributed in one place: set up from torchrun's environment, and the few collectives
-the commands need (README, "Several GPUs and nodes").
+the commands need (docs/distributed.md).
 
     dist = Dist.from_env(device="auto")   # one process: rank 0 of 1, nothing initialised
     dist.rank, dist.world, dist.device    # under torchrun: RANK / WORLD_SIZE / LOCAL_RANK

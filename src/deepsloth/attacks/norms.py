@@ -122,11 +122,6 @@ def clip_to_ball(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: Radius) -
     return (x + project(x_adv - x, norm, eps)).clamp_(0.0, 1.0)
 
 
-def clamp_delta(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The part of `delta` that survives clamping x + delta to [0, 1] (never larger in any norm)."""
-    return (x + delta).clamp_(0.0, 1.0) - x
-
-
 def random_in_ball(shape, norm: str, eps: float, generator: Optional[torch.Generator] = None,
                    device=None, dtype=torch.float32) -> torch.Tensor:
     """Draws uniform in the ball, one per row, from `generator` (on the CPU, then moved).
@@ -193,5 +188,5 @@ def clip_grad_l2(grad: torch.Tensor, max_norm: float = 1.0) -> torch.Tensor:
 
 
 __all__ = ["NORMS", "check_norm", "lp_norm", "norm_report", "project", "project_linf",
-           "project_l2", "project_l1", "clip_to_ball", "clamp_delta", "random_in_ball",
+           "project_l2", "project_l1", "clip_to_ball", "random_in_ball",
            "sparse_sign", "steepest_direction", "clip_grad_l2"]

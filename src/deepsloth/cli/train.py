@@ -39,9 +39,9 @@ def register(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train a model and write a model directory (model.safetensors + model.json). "
                                    "A checkpoint is written after every epoch; --resume continues a killed run. "
-                                   "Under torchrun it runs DistributedDataParallel (README, 'Several GPUs and nodes').")
+                                   "Under torchrun it runs DistributedDataParallel (docs/distributed.md).")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "tinyimagenet"])
-    p.add_argument("--arch", required=True, type=nonempty, help="vgg16bn, resnet56 or mobilenet")
+    p.add_argument("--arch", required=True, type=nonempty, help="vgg16bn, resnet56, mobilenet or msdnet")
     p.add_argument("--mode", default="cnn", choices=MODES,
                    help="cnn: final exit only; ic-only: freeze a trained CNN (--from) and train its ICs; "
                         "sdn: all exits jointly with the cost-weighted loss")

@@ -68,7 +68,8 @@ def register(sub) -> None:
     pl.set_defaults(func=run_list)
     pt = zsub.add_parser("train", help="reproduce a zoo model: CNN training, then IC-only training",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pt.add_argument("name", type=nonempty, help="zoo model name or architecture (resnet56, mobilenet, vgg16bn)")
+    pt.add_argument("name", type=nonempty,
+                    help="zoo model name or architecture (resnet56, mobilenet, vgg16bn, msdnet)")
     pt.add_argument("--recipe", choices=["paper", "fast"], default=None,
                     help="override the zoo recipe (default: the recipe the shipped model was made with)")
     pt.add_argument("--dataset", choices=["cifar10", "tinyimagenet"], default=None,

@@ -10,13 +10,11 @@ The shipped files were made from the CIFAR-10 JPEG copy (see their metadata).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import torch
 
 from ..errors import DeepslothError
-from ..io import load_tensors, save_tensors
+from ..io import load_tensors
 from .cache import Dataset
 from .registry import CIFAR10_CLASSES
 
@@ -24,27 +22,6 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED = {"test": (ASSETS / "cifar10_test_1000.safetensors", 100),
            "train": (ASSETS / "cifar10_train_250.safetensors", 25)}
 BUNDLED_PATH = BUNDLED["test"][0]
-
-
-def select_per_class(labels: torch.Tensor, per_class: int, num_classes: int) -> torch.Tensor:
-    """Indices of the first `per_class` items of every class, in stored order."""
-    keep = []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().flatten()[:per_class]
-        if len(idx) < per_class:
-            raise DeepslothError(f"class {c} has only {len(idx)} test images, need {per_class}")
-        keep.append(idx)
-    return torch.sort(torch.cat(keep)).values
-
-
-def make_bundled(dataset: Dataset, path: os.PathLike | str | None = None) -> Path:
-    """Write the bundled subset of `dataset`'s split (test: 100 per class, train: 25)."""
-    default_path, per_class = BUNDLED[dataset.split]
-    idx = select_per_class(dataset.labels, per_class, dataset.num_classes)
-    path = Path(path or default_path)
-    save_tensors(path, {"images": dataset.images[idx], "labels": dataset.labels[idx], "indices": idx},
-                 metadata={"source": dataset.source, "selection": f"first {per_class} per class in stored order"})
-    return path
 
 
 def load_bundled(split: str = "test") -> Dataset:

@@ -193,7 +193,9 @@ def calibration_for(model_dir: Optional[os.PathLike | str], model: nn.Module, me
                     rads: Sequence[float] = DEFAULT_RADS, policy: str | ExitPolicy = "confidence",
                     device=None, grid: Optional[Sequence[float]] = None, outputs: Optional[ExitOutputs] = None,
                     batch_size: int = 500) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
-    """(thresholds, info): like `load_or_calibrate_thresholds`, plus where they came from.
+    """(thresholds, info): thresholds for `rads`, reused from `<model_dir>/thresholds.json` when it holds
+    a sweep for these exact weights, policy, grid and calibration data; else calibrated now (one
+    batched forward over `clean_images`) and stored (see the module docstring).
 
     `info` has "cached" (reused a stored sweep), "path" (the file read or written, or None),
     "n", "reference_accuracy", "per_exit_accuracy" and the "sweep" (clean accuracy and exit
@@ -253,19 +255,6 @@ def calibration_for(model_dir: Optional[os.PathLike | str], model: nn.Module, me
     return thresholds, info
 
 
-def load_or_calibrate_thresholds(model_dir: Optional[os.PathLike | str], model: nn.Module,
-                                 meta: Optional[Dict[str, Any]], clean_images: torch.Tensor,
-                                 clean_labels: torch.Tensor, rads: Sequence[float] = DEFAULT_RADS,
-                                 policy: str | ExitPolicy = "confidence", device=None,
-                                 **kwargs) -> Dict[str, Dict[str, Any]]:
-    """Thresholds for `rads`, reused from `<model_dir>/thresholds.json` when it holds a sweep
-    for these exact weights, policy, grid and calibration data; else calibrated now (one
-    batched forward over `clean_images`) and stored. See the module docstring."""
-    thresholds, _ = calibration_for(model_dir, model, meta, clean_images, clean_labels, rads=rads,
-                                    policy=policy, device=device, **kwargs)
-    return thresholds
-
-
 __all__ = ["THRESHOLD_GRID", "DEFAULT_RADS", "rad_key", "threshold_sweep", "select_threshold",
-           "calibrate_thresholds", "calibration_for", "load_or_calibrate_thresholds", "data_sha256",
+           "calibrate_thresholds", "calibration_for", "data_sha256",
            "weights_sha256"]

@@ -173,10 +173,6 @@ def make_policy(policy: Optional[str | ExitPolicy] = "confidence", num_classes: 
     raise DeepslothError(f"unknown exit policy {policy!r}; choose from {', '.join(POLICIES)}")
 
 
-def policy_from_dict(d: dict) -> ExitPolicy:
-    return make_policy(d.get("name", "confidence"), d.get("num_classes"))
-
-
 def check_threshold(policy: ExitPolicy, threshold: float) -> float:
     threshold = float(threshold)
     if isinstance(policy, PatiencePolicy):
@@ -188,5 +184,5 @@ def check_threshold(policy: ExitPolicy, threshold: float) -> float:
 
 
 __all__ = ["POLICIES", "THRESHOLD_GRID", "ExitPolicy", "ConfidencePolicy", "EntropyPolicy",
-           "PatiencePolicy", "make_policy", "policy_from_dict", "exit_stats", "first_firing",
+           "PatiencePolicy", "make_policy", "exit_stats", "first_firing",
            "check_threshold"]

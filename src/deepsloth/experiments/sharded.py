@@ -1,4 +1,4 @@
-"""Crafting and evaluation split across torch.distributed ranks (README, "Several GPUs and nodes").
+"""Crafting and evaluation split across torch.distributed ranks (docs/distributed.md).
 
 * `craft_sharded`: per-sample cells are split by batch (rank r crafts batches r, r+w, ... with the
   seeds a single process would use); the finished batches are gathered to rank 0, which writes the

@@ -1,4 +1,4 @@
-"""Metrics of early-exit efficiency: EEC curves and efficacy (docs/method.md §4.4), their plots, and
+"""Metrics of early-exit efficiency: EEC curves and efficacy (docs/method.md §4.4), and
 the IoT latency model (§6). Submodules load on first use (so `latency_defaults` needs no torch)."""
 from importlib import import_module
 

@@ -6,7 +6,7 @@
     mean = exit_view(model, exit="avg") # the mean of all exits' logits
 
 The view is a plain `nn.Module` whose forward returns [N, C] logits: torchattacks attacks, ART's
-`PyTorchClassifier` and foolbox's `PyTorchModel` accept it (README, "Coming from torchattacks / ART
+`PyTorchClassifier` and foolbox's `PyTorchModel` accept it (docs/python-api.md, "Coming from torchattacks / ART
 / foolbox"). It shares the model's parameters (nothing is copied) and follows its train/eval mode.
 """
 from __future__ import annotations

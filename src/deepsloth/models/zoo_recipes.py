@@ -30,7 +30,7 @@ ZOO_RECIPES: Dict[str, Dict] = {
     },
     "vgg16bn_sdn_cifar10": {
         "arch": "vgg16bn", "dataset": "cifar10", "seed": 0,
-        # one stage per 3-hour CPU session (about 11 min per fp32 CNN epoch on 2 cores, 5 min under bf16
+        # stages of a few CPU hours each (about 11 min per fp32 CNN epoch on 2 cores, 5 min under bf16
         # autocast); the shipped model's second stage continued its first stage's fp16-stored backbone
         "cnn": [{"recipe": "fast", "epochs": 12, "lr": 0.1},
                 {"recipe": "fast", "epochs": 10, "lr": 0.05, "amp": "bf16"},
@@ -43,8 +43,8 @@ ZOO_RECIPES: Dict[str, Dict] = {
     },
     "msdnet_cifar10": {
         "arch": "msdnet", "dataset": "cifar10", "seed": 0,
-        # joint training, every exit's loss weighted 1; one stage per 3-hour CPU session (about 8 min per epoch on 2
-        # cores; bf16 gains nothing on this network of small convolutions)
+        # joint training, every exit's loss weighted 1; about 8 min per epoch on 2 CPU cores (bf16 gains
+        # nothing on this network of small convolutions)
         "joint": [{"recipe": "fast", "epochs": 8}],
         "store_dtype": "float16",
     },
