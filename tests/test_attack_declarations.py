@@ -105,3 +105,43 @@ def test_params_resolution_rules():
     assert ps.spec(dict(v, c=2), norm="l1", scope="sample") == {"a": 3, "c": 2, "d": 5}
     with pytest.raises(ValueError, match=r"toy \(per-sample\) takes no option b; it takes a, amp, c, d"):
         ps.resolve({"b": 1}, scope="sample")
+
+
+# -- what an attack refuses before its first step (a ValueError naming the argument) ----------------------------
+
+@pytest.fixture(scope="module")
+def cifar_sdn():
+    from deepsloth.models import create_model
+    return create_model("resnet56", "cifar10", seed=0).eval()   # its metadata: 32x32 inputs, 10 classes
+
+
+@pytest.mark.parametrize("make_x, make_y, message", [
+    (lambda: torch.rand(2, 3, 64, 64), lambda: torch.tensor([1, 2]), "64x64 images, the model takes 32x32"),
+    (lambda: torch.rand(2, 3, 32, 32) * 255, lambda: None, r"pixels in \[0, 1\].*divide by 255"),
+    (lambda: torch.full((2, 3, 32, 32), float("nan")), lambda: None, "NaN"),
+    (lambda: torch.rand(2, 1, 32, 32), lambda: None, "1 channels, the model takes 3"),
+    (lambda: torch.rand(0, 3, 32, 32), lambda: None, "empty batch"),
+    (lambda: torch.rand(3, 32, 32), lambda: None, r"\[N, C, H, W\]"),
+    (lambda: torch.rand(2, 3, 32, 32), lambda: torch.tensor([1, 10]), r"outside 0..9"),
+    (lambda: torch.rand(2, 3, 32, 32), lambda: torch.tensor([1, -1]), r"outside 0..9"),
+    (lambda: torch.rand(2, 3, 32, 32), lambda: torch.tensor([1.0, 2.0]), "integer class indices"),
+    (lambda: torch.rand(2, 3, 32, 32), lambda: torch.tensor([1]), "one label per input"),
+    (lambda: torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.int32), lambda: None, "uint8 or float"),
+])
+@pytest.mark.parametrize("attack", ["pgd", "deepsloth"])
+def test_attacks_refuse_what_they_cannot_attack(cifar_sdn, attack, make_x, make_y, message):
+    atk = create_attack(attack, cifar_sdn, steps=1)
+    with pytest.raises(ValueError, match=message):
+        atk(make_x(), make_y())
+
+
+def test_normalisation_must_be_finite_and_positive(cifar_sdn):
+    atk = create_attack("pgd", cifar_sdn, steps=1)
+    with pytest.raises(ValueError, match="finite"):
+        atk.set_normalization_used((0.5, 0.5, 0.5), (float("nan"),) * 3)
+    with pytest.raises(ValueError, match="> 0"):
+        atk.set_normalization_used((0.5, 0.5, 0.5), (0.0, 1.0, 1.0))
+    # uint8 inputs and [0, 1] floats are what it attacks
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = atk(x)
+    assert out.shape == (2, 3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1

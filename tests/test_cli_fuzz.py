@@ -8,11 +8,22 @@ against a ResNet-56 SDN with random weights (its exit costs stored in model.json
 synthetic CIFAR-10 cache, so the whole table takes about ten seconds of CPU.
 
 Placeholders in the argument lists ({M}, {OUT}, ...) are paths made by the `paths` fixture.
+
+Hostile inputs (duplicated archive members, decompression bombs, corrupt images, deeply nested JSON
+files; made by `_hostile`, under a folder every case watches) are cases like any other. An archive that
+holds one split only is not bad input: `MERGES` imports such archives into a copy of a cache holding
+both splits, and each must succeed, keep the other split byte for byte, and write nothing else.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
+import struct
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -98,8 +109,9 @@ CASES = [
                             "--out", "{OUT}/t"], "not found"),
     ("train-from-json-list", ["train", "--arch", "resnet56", "--mode", "ic-only", "--from", "{BAD_JSON_LIST}",
                               "--out", "{OUT}/t"], "JSON object"),
-    ("train-from-sdn", ["train", "--arch", "resnet56", "--mode", "ic-only", "--from", "{M}", "--out", "{OUT}/t"],
-     "not a resnet56 CNN"),
+    ("train-from-other-arch", ["train", "--arch", "mobilenet", "--mode", "ic-only", "--from", "{M}", "--out",
+                               "{OUT}/t"], "not a mobilenet CNN or SDN"),
+    ("train-msdnet-as-cnn", ["train", "--arch", "msdnet", "--mode", "cnn", "--out", "{OUT}/t"], "trained jointly"),
     ("train-out-is-file", ["train", "--arch", "resnet56", "--out", "{OUT}/keep.txt"], "not a directory"),
     ("train-out-unwritable", ["train", "--arch", "resnet56", "--out", "{UNWRITABLE}/t"], "{UNWRITABLE}"),
     ("train-dataset-not-imported", ["train", "--arch", "resnet56", "--dataset", "tinyimagenet", "--out", "{OUT}/t"],
@@ -267,6 +279,50 @@ CASES = [
     ("transfer-scenario2-shared-too-many", ["transfer", "scenario2", "--arch", "resnet56", "--classes", "5",
                                             "--shared", "7", "--out", "{OUT}/t"], "shared must be"),
     ("transfer-scenario-unknown", ["transfer", "scenario3", "--out", "{OUT}/t"], "invalid choice"),
+    # ------------------------------------------------------------------ hostile archives and JSON files
+    # Archives that reach the decoder hold every class of their split, so nothing but the hostile member
+    # can stop them; imports go into the fuzz cache (train and test cached): it must stay as it was.
+    ("data-import-duplicate-member", ["data", "import", "cifar10", "{DUP_ZIP}"], "test/cat/0.jpg twice"),
+    ("data-import-tiny-duplicate-member", ["data", "import", "tinyimagenet", "{TINY_DUP_ZIP}"], "wnids.txt twice"),
+    ("data-import-bomb-png", ["data", "import", "cifar10", "{BOMB_PNG_ZIP}"], "test/cat/0.jpg: a decompression bomb"),
+    ("data-import-bomb-jpeg", ["data", "import", "cifar10", "{BOMB_JPEG_ZIP}"], "test/cat/0.jpg: a decompression bomb"),
+    ("data-import-tiny-bomb", ["data", "import", "tinyimagenet", "{TINY_BOMB_ZIP}"],
+     "val_5.JPEG: a decompression bomb"),
+    ("data-import-huge-header", ["data", "import", "cifar10", "{HUGE_HEADER_ZIP}"], "is 12000x12000, expected 32x32"),
+    ("data-import-corrupt-png", ["data", "import", "cifar10", "{CORRUPT_PNG_ZIP}"], "cannot decode image"),
+    ("data-import-corrupt-jpeg", ["data", "import", "cifar10", "{CORRUPT_JPEG_ZIP}"], "cannot decode image"),
+    ("data-import-unlisted-format", ["data", "import", "cifar10", "{TGA_ZIP}"], "not a JPEG, PNG"),
+    ("data-import-zip-bomb-member", ["data", "import", "cifar10", "{ZIP_BOMB}"], "bytes unpacked"),
+    ("data-import-split-absent", ["data", "import", "cifar10", "{TEST_ONLY_ZIP}", "--split", "train"],
+     "no CIFAR-10 train images"),
+    ("data-import-split-name", ["data", "import", "cifar10", "{TEST_ONLY_ZIP}", "--split", "val"], "invalid choice"),
+    ("data-import-test-only-meta-deep", ["data", "import", "cifar10", "{TEST_ONLY_ZIP}", "--data-root",
+                                         "{DEEP_META_ROOT}"], "cannot keep the cached cifar10 train split"),
+    ("data-import-tiny-val-only-no-cache-classes", ["data", "import", "tinyimagenet", "{TINY_VAL_ONLY_ZIP}",
+                                                   "--data-root", "{OTHER_WNIDS_ROOT}"], "class list differs"),
+    ("evaluate-model-json-deep", ["evaluate", "--model", "{DEEP_JSON_MODEL}"], "nested more than 64 levels"),
+    ("attack-model-json-deep", ["attack", "--model", "{DEEP_JSON_MODEL}", "--out", "{OUT}"], "nested more than 64"),
+    ("audit-model-json-deep", ["audit", "--model", "{DEEP_JSON_MODEL}", "--data", "test", "--out", "{OUT}/audit"],
+     "nested more than 64"),
+    ("grid-model-json-deep", ["grid", "--model", "{DEEP_JSON_MODEL}", "--n", "4", "--out", "{OUT}"],
+     "nested more than 64"),
+    ("latency-model-json-deep", ["latency", "--model", "{DEEP_JSON_MODEL}"], "nested more than 64"),
+    ("represent-model-json-deep", ["represent", "--model", "{DEEP_JSON_MODEL}", "--out", "{OUT}/r"],
+     "nested more than 64"),
+    ("zoo-sweep-model-json-deep", ["zoo", "sweep", "{DEEP_JSON_MODEL}"], "nested more than 64"),
+    ("train-from-json-deep", ["train", "--arch", "resnet56", "--mode", "ic-only", "--from", "{DEEP_JSON_MODEL}",
+                              "--out", "{OUT}/t"], "nested more than 64"),
+    ("transfer-victim-json-deep", ["transfer", "--surrogate", "{M}", "--victim", "{DEEP_JSON_MODEL}",
+                                   "--out", "{OUT}/t"], "nested more than 64"),
+    ("evaluate-inputs-json-deep", ["evaluate", "--model", "{M}", "--n", "6", "--inputs", "{RESULT_DEEP_JSON}"],
+     "nested more than 64"),
+    ("latency-inputs-json-deep", ["latency", "--model", "{M}", "--n", "6", "--inputs", "{RESULT_DEEP_JSON}"],
+     "nested more than 64"),
+    ("evaluate-model-json-huge-int", ["evaluate", "--model", "{HUGE_INT_MODEL}"], "4300 digits"),
+    ("evaluate-model-json-too-large", ["evaluate", "--model", "{HUGE_JSON_MODEL}"], "larger than 16 MiB"),
+    ("evaluate-data-meta-deep", ["evaluate", "--model", "{M}", "--data-root", "{DEEP_META_ROOT}"],
+     "nested more than 64"),
+    ("report-comparison-deep", ["report", "{DEEP_REPORT_DIR}"], "no comparison results"),
     # ------------------------------------------------------------------ top level
     ("unknown-command", ["frobnicate"], "invalid choice"),
 ]
@@ -307,7 +363,7 @@ def _model_copy(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
-    from deepsloth.adversarial import save_adversarial
+    from deepsloth.experiments.results import save_result
     from deepsloth.exits.cost import measure_exit_costs
     from deepsloth.models import create_model
     from deepsloth.models.io import save_model_dir
@@ -361,7 +417,7 @@ def paths(tmp_path_factory):
     def result(name, images=None, labels=None, record=None, kind="samples", tensors=None):
         t = tensors or {"images": x6 if images is None else images, "indices": torch.arange(6),
                         "labels": y6 if labels is None else labels}
-        return save_adversarial(res / name, kind, t, record or {})
+        return save_result(res / name, kind, t, record or {})
 
     p["RESULT_OK"] = result("ok")
     p["RESULT_LABEL_99"] = result("label-99", labels=torch.full((6,), 99))
@@ -405,6 +461,9 @@ def paths(tmp_path_factory):
     if not ROOT_USER:
         (p["UNREADABLE_MODEL"] / "model.json").chmod(0)
         p["UNREADABLE_ZIP"].chmod(0)
+    p["RESULT_DEEP_JSON"] = result("deep-json")
+    (res / "deep-json.json").write_text(_deep_json())
+    _hostile(p, base / "hostile", good)
     # a location no one (not even root) can write to
     p["UNWRITABLE"] = Path("/proc/deepsloth-fuzz") if ROOT_USER else base / "read-only"
     if not ROOT_USER:
@@ -422,6 +481,134 @@ def _comparison() -> dict:
             "model": {"name": "m", "arch": "resnet56", "dataset": "cifar10", "exits": 2},
             "data": {"n": 2, "kind": "test", "sha256": "abc"}, "costs": [0.5, 1.0],
             "clean": {"final_accuracy": 0.9}, "attacked": {"final_accuracy": 0.9}, "rad": {"5": rad}}
+
+
+DEEP = 100_000   # nesting levels of the hostile JSON files: far past Python's recursion limit
+
+
+def _deep_json() -> str:
+    """A valid model.json / record nested DEEP levels: a parser without a depth limit runs out of stack."""
+    return ('{"format": "deepsloth-model/1", "arch": "resnet56", "dataset": "cifar10", "mode": "sdn", "x": '
+            + "[" * DEEP + "]" * DEEP + "}")
+
+
+def _jpeg(seed: int, size: int = 32) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels over a few bytes of data (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    data = bytearray(_jpeg(7))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _zip(path: Path, files: dict, dup: tuple = None, deflate: bool = False) -> Path:
+    """A zip of {name: bytes}; `dup` (name, bytes) is written a second time under an existing name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # zipfile warns about the duplicated name, and writes it
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED) as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+            if dup:
+                z.writestr(*dup)
+    return path
+
+
+def _cifar_split(split: str, **replace) -> dict:
+    """One JPEG of every CIFAR-10 class in `split` (a complete split); `replace` {class: bytes}."""
+    return {f"cifar10-jpeg/{split}/{c}/0.jpg": replace.get(c, _jpeg(k + (0 if split == "train" else 50)))
+            for k, c in enumerate(CIFAR10_CLASSES)}
+
+
+TINY_WNIDS = [f"n{i:08d}" for i in range(200)]
+
+
+def _tiny_files(train: int = 0, val: bool = True, **replace) -> dict:
+    """A complete tiny-imagenet-200 layout: `train` images per class, one val image per class."""
+    files = {"tiny-imagenet-200/wnids.txt": ("\n".join(TINY_WNIDS) + "\n").encode()}
+    for k, w in enumerate(TINY_WNIDS):
+        for i in range(train):
+            files[f"tiny-imagenet-200/train/{w}/images/{w}_{i}.JPEG"] = _jpeg(k + i, 64)
+    if val:
+        for k, w in enumerate(TINY_WNIDS):
+            files[f"tiny-imagenet-200/val/images/val_{k}.JPEG"] = replace.get(f"val_{k}", _jpeg(k, 64))
+        files["tiny-imagenet-200/val/val_annotations.txt"] = "".join(
+            f"val_{k}.JPEG\t{w}\t0\t0\t63\t63\n" for k, w in enumerate(TINY_WNIDS)).encode()
+    return files
+
+
+def _synthetic(root: Path, name: str, counts: dict, classes, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    size = 32 if name == "cifar10" else 64
+    write_dataset(name, root, {s: (torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+                                   torch.arange(n) % len(classes)) for s, n in counts.items()}, list(classes),
+                  f"synthetic {name}")
+
+
+def _hostile(p: dict, folder: Path, good_model: Path) -> None:
+    """Hostile archives, JSON files and caches (all under `folder`, which every case watches)."""
+    from PIL import Image
+    folder.mkdir()
+    p["HOSTILE"] = folder
+    cat = "cifar10-jpeg/test/cat/0.jpg"
+    p["DUP_ZIP"] = _zip(folder / "dup.zip", _cifar_split("test"), dup=(cat, _jpeg(99)))
+    p["TINY_DUP_ZIP"] = _zip(folder / "tiny-dup.zip", _tiny_files(),
+                             dup=("tiny-imagenet-200/wnids.txt", b"n00000001\n"))
+    p["BOMB_PNG_ZIP"] = _zip(folder / "bomb-png.zip", _cifar_split("test", cat=_png_claiming(30_000, 30_000)))
+    p["BOMB_JPEG_ZIP"] = _zip(folder / "bomb-jpeg.zip", _cifar_split("test", cat=_jpeg_claiming(30_000, 30_000)))
+    p["TINY_BOMB_ZIP"] = _zip(folder / "tiny-bomb.zip", _tiny_files(val_5=_jpeg_claiming(40_000, 40_000)))
+    p["HUGE_HEADER_ZIP"] = _zip(folder / "huge-header.zip", _cifar_split("test", cat=_png_claiming(12_000, 12_000)))
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(png, "PNG")
+    p["CORRUPT_PNG_ZIP"] = _zip(folder / "corrupt-png.zip", _cifar_split("test", cat=png.getvalue()[:60]))
+    jpeg = _jpeg(5)
+    p["CORRUPT_JPEG_ZIP"] = _zip(folder / "corrupt-jpeg.zip", _cifar_split("test", cat=jpeg[:len(jpeg) // 3]))
+    tga = io.BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tga, "TGA")
+    p["TGA_ZIP"] = _zip(folder / "tga.zip", _cifar_split("test", cat=tga.getvalue()))
+    p["ZIP_BOMB"] = _zip(folder / "zip-bomb.zip", _cifar_split("test", cat=b"\x00" * (8 << 20)), deflate=True)
+    p["TEST_ONLY_ZIP"] = _zip(folder / "test-only.zip", _cifar_split("test"))
+    p["BOTH_ZIP"] = _zip(folder / "both.zip", {**_cifar_split("train"), **_cifar_split("test")})
+    p["TRAIN_ONLY_DIR"] = folder / "train-only"
+    for name, data in _cifar_split("train").items():
+        (folder / "train-only" / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "train-only" / name).write_bytes(data)
+    p["TINY_VAL_ONLY_ZIP"] = _zip(folder / "tiny-val-only.zip", _tiny_files())
+    p["TINY_BOTH_ZIP"] = _zip(folder / "tiny-both.zip", _tiny_files(train=1))
+    # caches: one whose meta.json is nested too deep, one with another wnids order, one to merge into
+    p["DEEP_META_ROOT"] = folder / "deep-meta-root"
+    _synthetic(p["DEEP_META_ROOT"], "cifar10", {"train": 16, "test": 8}, CIFAR10_CLASSES)
+    (p["DEEP_META_ROOT"] / "cifar10" / "meta.json").write_text(_deep_json())
+    p["OTHER_WNIDS_ROOT"] = folder / "other-wnids-root"
+    _synthetic(p["OTHER_WNIDS_ROOT"], "tinyimagenet", {"train": 6, "test": 4}, list(reversed(TINY_WNIDS)))
+    p["MERGE_ROOT"] = folder / "merge-root"
+    _synthetic(p["MERGE_ROOT"], "cifar10", {"train": 16, "test": 8}, CIFAR10_CLASSES, seed=2)
+    _synthetic(p["MERGE_ROOT"], "tinyimagenet", {"train": 6, "test": 4}, TINY_WNIDS, seed=3)
+    # model directories and a report folder with hostile JSON
+    p["DEEP_JSON_MODEL"] = _model_copy(good_model, folder / "models" / "deep-json")
+    (p["DEEP_JSON_MODEL"] / "model.json").write_text(_deep_json())
+    p["HUGE_INT_MODEL"] = _model_copy(good_model, folder / "models" / "huge-int")
+    (p["HUGE_INT_MODEL"] / "model.json").write_text('{"format": "deepsloth-model/1", "arch": "resnet56", '
+                                                    '"cost": ' + "9" * 5000 + "}")
+    p["HUGE_JSON_MODEL"] = _model_copy(good_model, folder / "models" / "huge-json")
+    with open(p["HUGE_JSON_MODEL"] / "model.json", "wb") as f:
+        f.truncate((16 << 20) + 1)          # sparse: no disk space
+    p["DEEP_REPORT_DIR"] = folder / "report"
+    (folder / "report" / "m").mkdir(parents=True)
+    (folder / "report" / "m" / "clean.json").write_text(
+        json.dumps(_comparison())[:-1] + ', "x": ' + "[" * DEEP + "]" * DEEP + "}")
 
 
 def _tree(folder: Path) -> dict:
@@ -464,7 +651,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(paths, tmp_path, monkey
             and "--device" not in argv and argv[:2] != ["zoo", "list"]:
         argv += ["--device", "cpu"]
     monkeypatch.setenv("DEEPSLOTH_DATA", str(paths["ROOT"]))
-    watched = [out, paths["ROOT"], paths["M"].parent, paths["RESULT_OK"].parent]
+    watched = [out, paths["ROOT"], paths["M"].parent, paths["RESULT_OK"].parent, paths["HOSTILE"]]
     before = [_tree(w) for w in watched]
     try:
         rc = main(argv)
@@ -479,3 +666,75 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(paths, tmp_path, monkey
     after = [_tree(w) for w in watched]
     for w, b, a in zip(watched, before, after):
         assert a == b, f"{w} changed: {sorted(set(a.items()) ^ set(b.items()))}"
+
+
+# ------------------------------------------------------------------ partial imports that must succeed
+
+# (id, argv, dataset, split counts afterwards, the split that must be kept byte for byte). The cache holds
+# cifar10 (16 train / 8 test) and tinyimagenet (6 / 4), synthetic; each archive brings one split only.
+MERGES = [
+    ("merge-cifar10-test-only-zip", ["data", "import", "cifar10", "{TEST_ONLY_ZIP}"], "cifar10",
+     {"train": 16, "test": 10}, "train"),
+    ("merge-cifar10-train-only-folder", ["data", "import", "cifar10", "{TRAIN_ONLY_DIR}"], "cifar10",
+     {"train": 10, "test": 8}, "test"),
+    ("merge-cifar10-split-test", ["data", "import", "cifar10", "{BOTH_ZIP}", "--split", "test"], "cifar10",
+     {"train": 16, "test": 10}, "train"),
+    ("merge-cifar10-split-train", ["data", "import", "cifar10", "{BOTH_ZIP}", "--split", "train"], "cifar10",
+     {"train": 10, "test": 8}, "test"),
+    ("merge-tiny-val-only", ["data", "import", "tinyimagenet", "{TINY_VAL_ONLY_ZIP}"], "tinyimagenet",
+     {"train": 6, "test": 200}, "train"),
+    ("merge-tiny-split-train", ["data", "import", "tinyimagenet", "{TINY_BOTH_ZIP}", "--split", "train"],
+     "tinyimagenet", {"train": 200, "test": 4}, "test"),
+]
+
+
+# The hostile-input cases of CASES (exit 2, nothing written), by class.
+HOSTILE = {
+    "duplicate members": {"data-import-duplicate-member", "data-import-tiny-duplicate-member"},
+    "bomb images": {"data-import-bomb-png", "data-import-bomb-jpeg", "data-import-tiny-bomb", "data-import-huge-header",
+                    "data-import-zip-bomb-member"},
+    "corrupt images": {"data-import-corrupt-png", "data-import-corrupt-jpeg", "data-import-unlisted-format"},
+    "one-split archives": {"data-import-split-absent", "data-import-split-name", "data-import-test-only-meta-deep",
+                           "data-import-tiny-val-only-no-cache-classes"},
+    "deep or huge JSON": {"evaluate-model-json-deep", "attack-model-json-deep", "audit-model-json-deep",
+                          "grid-model-json-deep", "latency-model-json-deep", "represent-model-json-deep",
+                          "zoo-sweep-model-json-deep", "train-from-json-deep", "transfer-victim-json-deep",
+                          "evaluate-inputs-json-deep", "latency-inputs-json-deep", "evaluate-model-json-huge-int",
+                          "evaluate-model-json-too-large", "evaluate-data-meta-deep", "report-comparison-deep"},
+}
+
+
+def test_the_hostile_corpus_is_complete():
+    ids = {c[0] for c in CASES}
+    hostile = set().union(*HOSTILE.values())
+    assert hostile <= ids and len(hostile) == 29 and all(len(v) >= 2 for v in HOSTILE.values())
+    assert len(MERGES) == 6 and len({m[0] for m in MERGES}) == 6 and not {m[0] for m in MERGES} & ids
+
+
+@pytest.mark.parametrize("argv,dataset,counts,kept", [pytest.param(*m[1:], id=m[0]) for m in MERGES])
+def test_partial_import_succeeds_and_keeps_the_cached_split(paths, tmp_path, monkeypatch, capsys, argv, dataset,
+                                                            counts, kept):
+    root = tmp_path / "data"
+    shutil.copytree(paths["MERGE_ROOT"], root)
+    other = "tinyimagenet" if dataset == "cifar10" else "cifar10"
+    argv = [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv] + ["--data-root", str(root)]
+    monkeypatch.setenv("DEEPSLOTH_DATA", str(root))
+    kept_bytes = (root / dataset / f"{kept}.safetensors").read_bytes()
+    other_before = _tree(root / other)
+    watched = [paths["ROOT"], paths["M"].parent, paths["RESULT_OK"].parent, paths["HOSTILE"]]
+    before = [_tree(w) for w in watched]
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == "", (rc, err)
+    imported = "test" if kept == "train" else "train"
+    assert out.count("\n") == 1 and out.startswith(
+        f"imported {dataset}: {counts['train']} train / {counts['test']} test images, ")
+    assert out.endswith(f"(imported the {imported} split; kept the cached {kept} split from synthetic {dataset})\n")
+    assert (root / dataset / f"{kept}.safetensors").read_bytes() == kept_bytes
+    meta = json.loads((root / dataset / "meta.json").read_text())
+    assert meta["splits"] == counts and meta["last_import"] == {"splits": [imported], "kept": [kept]}
+    assert meta["sources"][kept]["source"] == f"synthetic {dataset}"
+    assert _tree(root / other) == other_before
+    assert sorted(p.name for p in root.iterdir()) == ["cifar10", "tinyimagenet"]   # no temporary folder or lock
+    assert sorted(p.name for p in (root / dataset).iterdir()) == ["meta.json", "test.safetensors", "train.safetensors"]
+    assert [_tree(w) for w in watched] == before

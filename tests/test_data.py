@@ -10,7 +10,9 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -408,6 +410,41 @@ def test_download_bad_checksum_leaves_nothing(tmp_path):
     assert not root.exists()
 
 
+def test_download_bad_checksum_keeps_no_archive_even_with_keep_archive(tmp_path):
+    """--keep-archive keeps a *verified* archive; a download that fails its checksum is never kept."""
+    tgz = tmp_path / "src.tar.gz"
+    fake_cifar_tarball(tgz)
+    root = tmp_path / "cache"
+    with pytest.raises(DeepslothError, match="checksum mismatch for cifar-10-python.tar.gz"):
+        download("cifar10", root, url=tgz.as_uri(), md5="0" * 32, keep_archive=True)
+    assert not root.exists()
+    root.mkdir()                                         # an existing root: left exactly as it was
+    with pytest.raises(DeepslothError, match="checksum mismatch"):
+        download("cifar10", root, url=tgz.as_uri(), md5="0" * 32, keep_archive=True)
+    assert list(root.iterdir()) == []
+
+
+def test_download_registry_facts():
+    """The canonical archives and the MD5s every widely used loader checks them against."""
+    tiny, cifar = DATASETS["tinyimagenet"], DATASETS["cifar10"]
+    assert (tiny.url, tiny.md5, tiny.archive) == ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                                                  "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200.zip")
+    assert (cifar.url, cifar.md5, cifar.archive) == ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                                                     "c58f30108f718f92721af3b95e74349a", "cifar-10-python.tar.gz")
+
+
+def test_download_help_states_the_registry_facts(capsys):
+    """`data download --help` names each canonical URL and MD5 (written out: building the parser imports
+    no torch, hence not the registry); they must agree with the registry."""
+    with pytest.raises(SystemExit) as e:
+        main(["data", "download", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for info in DATASETS.values():
+        assert f"{info.name}: {info.url}, MD5 {info.md5}." in text
+    assert "An archive failing the check is deleted and the cache is left as it was." in text
+
+
 def test_download_offline_message(tmp_path):
     def offline(url, timeout=None):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
@@ -679,3 +716,240 @@ def test_cli_download_offline(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "cannot reach www.cs.toronto.edu" in err and "deepsloth data import cifar10" in err
+
+
+# ---------------------------------------------------------------- hostile archives
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with only a few bytes of image data: opening
+    it costs nothing, decoding it would allocate width * height * 3 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 32x32 JPEG whose frame header (SOF0) is patched to claim width x height."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels(3)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def tree_snapshot(root: Path) -> dict:
+    """Every file under `root` with its bytes (and every folder), to prove nothing changed."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def full_cache(tmp_path):
+    """A CIFAR-10 cache holding both splits (6 train / 3 test images)."""
+    files, _ = cifar_tree({"train": 2, "test": 1})
+    root = tmp_path / "cache"
+    import_cifar10(write_zip(tmp_path / "good.zip", files), root, allow_incomplete=True)
+    return root
+
+
+def test_zip_with_a_duplicated_member_is_refused(tmp_path, full_cache):
+    files, _ = cifar_tree({"test": 1})
+    z = tmp_path / "dup.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # zipfile warns "Duplicate name" and writes it anyway
+        with zipfile.ZipFile(z, "w") as zf:
+            for name, data in files.items():
+                zf.writestr(name, data)
+            zf.writestr("cifar10-png/test/cat/0000.png", png_bytes(pixels(77)))
+    before = tree_snapshot(full_cache)
+    for root in (full_cache, tmp_path / "fresh"):
+        with pytest.raises(DeepslothError) as e:
+            import_cifar10([z], root, allow_incomplete=True)
+        msg = str(e.value)
+        assert msg == (f"{z} holds the member cifar10-png/test/cat/0000.png twice (a duplicated name in a zip "
+                       f"archive is ambiguous: refusing the archive)")
+    assert tree_snapshot(full_cache) == before and not (tmp_path / "fresh").exists()
+
+
+def test_tar_with_a_duplicated_member_is_refused(tmp_path):
+    tgz = tmp_path / "dup.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name, data in [("./train/cat/1.png", png_bytes(pixels(1))), ("train/cat/1.png", png_bytes(pixels(2)))]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DeepslothError, match=r"holds the member train/cat/1\.png twice") as e:
+        import_cifar10([tgz], tmp_path / "cache", allow_incomplete=True)
+    assert "\n" not in str(e.value) and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+@pytest.mark.parametrize("dataset", ["cifar10", "tinyimagenet"])
+def test_decompression_bomb_member_is_refused(tmp_path, full_cache, kind, dataset):
+    bomb = png_claiming(30_000, 30_000) if kind == "png" else jpeg_claiming(30_000, 30_000)
+    if dataset == "cifar10":
+        member = "cifar10-png/test/cat/0000.png"
+        files, _ = cifar_tree({"test": 1})
+        files[member] = bomb
+        importer = import_cifar10
+    else:
+        member = "tiny-imagenet-200/val/images/val_2.JPEG"
+        files = tiny_tree()
+        files[member] = bomb
+        importer = import_tinyimagenet
+    z = write_zip(tmp_path / "bomb.zip", files)
+    before = tree_snapshot(full_cache)
+    with pytest.raises(DeepslothError) as e:
+        importer(z, full_cache, allow_incomplete=True)
+    msg = str(e.value)
+    assert msg.startswith(f"refusing image bomb.zip:{member}: a decompression bomb (Image size (900000000 pixels) "
+                          f"exceeds limit of 178956970 pixels"), msg
+    assert "\n" not in msg and tree_snapshot(full_cache) == before
+
+
+def test_oversized_image_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    """Below Pillow's bomb limit (12,000 x 12,000 = 144 M pixels only warns), the size is checked on the
+    header: the 432 MB of pixels are never allocated."""
+    import PIL.ImageFile
+    loads = []
+    real_load = PIL.ImageFile.ImageFile.load
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", lambda self: loads.append(self.size) or real_load(self))
+    z = write_zip(tmp_path / "big.zip", {"train/cat/0.png": png_claiming(12_000, 12_000),
+                                         "train/cat/1.jpg": jpeg_claiming(12_000, 12_000)})
+    with pytest.raises(DeepslothError) as e:
+        import_cifar10([z], tmp_path / "cache", allow_incomplete=True)
+    assert str(e.value) == "image big.zip:train/cat/0.png is 12000x12000, expected 32x32"
+    assert loads == [] and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("exc", [struct.error("unpack requires a buffer of 4 bytes"),
+                                 IndexError("list index out of range"), RuntimeError("decoder error -9"),
+                                 MemoryError()])
+def test_any_decoder_failure_is_a_one_line_error(tmp_path, full_cache, monkeypatch, exc):
+    import PIL.ImageFile
+
+    def broken(self):
+        raise exc
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", broken)
+    files, _ = cifar_tree({"test": 1})
+    before = tree_snapshot(full_cache)
+    with pytest.raises(DeepslothError) as e:
+        import_cifar10([write_zip(tmp_path / "b.zip", files)], full_cache, allow_incomplete=True)
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    assert str(e.value) == f"cannot decode image b.zip:cifar10-png/test/airplane/0000.png ({what})"
+    assert tree_snapshot(full_cache) == before
+
+
+def test_image_member_in_an_unlisted_format_is_refused(tmp_path):
+    """Only the formats of the accepted file names are decoded (JPEG, PNG, BMP, GIF, PPM/PGM, TIFF, WebP): a
+    `.png` member holding, say, a Targa image is not handed to another of Pillow's decoders."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels(5)).save(buf, format="TGA")
+    z = write_zip(tmp_path / "tga.zip", {"train/cat/0.png": buf.getvalue()})
+    with pytest.raises(DeepslothError, match=r"^cannot decode image tga\.zip:train/cat/0\.png "
+                                             r"\(not a JPEG, PNG, BMP, GIF, PPM/PGM, TIFF or WebP image\)$"):
+        import_cifar10([z], tmp_path / "cache", allow_incomplete=True)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_member_declaring_a_huge_size_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A zip member that inflates far beyond any image (a zip bomb) is refused from its declared size."""
+    import deepsloth.data.archive as arch
+    z = tmp_path / "zbomb.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/cat/0.png", png_bytes(pixels(1)))
+        zf.writestr("train/cat/1.png", b"\x00" * (8 << 20))      # 8 MiB of zeros, about 8 KB compressed
+    assert z.stat().st_size < 100_000
+    reads = []
+    real = arch.ZipArchive.read
+    monkeypatch.setattr(arch.ZipArchive, "read", lambda self, name: reads.append(name) or real(self, name))
+    with pytest.raises(DeepslothError) as e:
+        import_cifar10([z], tmp_path / "cache", allow_incomplete=True)
+    assert str(e.value) == ("image zbomb.zip:train/cat/1.png is 8388608 bytes unpacked, more than the 4194304 "
+                            "a 32x32 image can take")
+    assert reads == [] and not (tmp_path / "cache").exists()
+
+
+# ---------------------------------------------------------------- bounded JSON reading
+
+def test_read_json_nesting_limit(tmp_path):
+    from deepsloth.io import MAX_JSON_DEPTH, read_json
+    assert MAX_JSON_DEPTH == 64
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"a": ' * 63 + "[1]" + "}" * 63)                  # 63 objects and a list: 64 levels
+    value = read_json(ok)
+    for _ in range(63):
+        value = value["a"]
+    assert value == [1]
+    for depth, text in [(65, "[" * 65 + "]" * 65), (100_000, "[" * 100_000),
+                        (5000, '{"k": ' * 5000 + "0" + "}" * 5000)]:
+        deep = tmp_path / f"deep-{depth}.json"
+        deep.write_text(text)
+        with pytest.raises(DeepslothError) as e:
+            read_json(deep)
+        assert str(e.value) == f"{deep} is nested more than 64 levels deep (the limit for a JSON file deepsloth reads)"
+    # brackets inside strings (escaped quotes too) are text, not nesting
+    strings = tmp_path / "strings.json"
+    strings.write_text(json.dumps({"s": "[" * 5000 + '"' + "{" * 100, "t": ["]]]", "\\"]}))
+    assert read_json(strings) == {"s": "[" * 5000 + '"' + "{" * 100, "t": ["]]]", "\\"]}
+
+
+def test_read_json_unterminated_strings_are_invalid_not_slow(tmp_path):
+    """An unterminated string full of escaped quotes is rejected in one pass (no quadratic rescanning)."""
+    import time
+    from deepsloth.io import read_json
+    bad = tmp_path / "bad.json"
+    bad.write_text('["' + '\\"[' * 300_000)
+    t0 = time.perf_counter()
+    with pytest.raises(DeepslothError, match=r"bad\.json is not valid JSON \(Unterminated string"):
+        read_json(bad)
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_read_json_size_limit_and_huge_numbers(tmp_path):
+    from deepsloth.io import MAX_JSON_BYTES, read_json
+    assert MAX_JSON_BYTES == 16 << 20
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:                                      # sparse: costs no disk space
+        f.truncate(MAX_JSON_BYTES + 1)
+    with pytest.raises(DeepslothError) as e:
+        read_json(big)
+    assert str(e.value) == (f"{big} is larger than 16 MiB (16777217 bytes), the limit for a JSON file "
+                            f"deepsloth reads")
+    digits = tmp_path / "digits.json"
+    digits.write_text('{"a": ' + "9" * 5000 + "}")
+    with pytest.raises(DeepslothError, match=r"digits\.json is not valid JSON \(Exceeds the limit \(4300 digits\)"):
+        read_json(digits)
+
+
+def test_parse_json_is_bounded_like_read_json():
+    """The same bounds for JSON text from elsewhere (e.g. a safetensors header's metadata)."""
+    from deepsloth.io import parse_json
+    assert parse_json('{"a": [1, {"b": "[[["}]}', "x") == {"a": [1, {"b": "[[["}]}
+    with pytest.raises(DeepslothError) as e:
+        parse_json("[" * 100_000 + "]" * 100_000, "universal.safetensors metadata 'info'")
+    assert str(e.value) == ("universal.safetensors metadata 'info' is nested more than 64 levels deep (the limit "
+                            "for a JSON file deepsloth reads)")
+    with pytest.raises(DeepslothError, match=r"^m is not valid JSON \(Expecting value at line 1\)$"):
+        parse_json("", "m")
+
+
+def test_read_json_reads_the_shipped_json_files_as_before():
+    """Every JSON file in the repository (zoo model.json, saved results and reports) reads exactly as
+    `json.loads` reads it, and the callers still get their dicts."""
+    from deepsloth.io import read_json
+    from deepsloth.models.io import read_model_meta
+    repo = Path(__file__).resolve().parents[1]
+    files = sorted(p for d in ("src", "docs") for p in (repo / d).rglob("*.json"))
+    assert len(files) >= 100
+    for f in files:
+        assert read_json(f) == json.loads(f.read_text()), f
+    zoo = sorted((repo / "src" / "deepsloth" / "zoo").glob("*/model.json"))
+    assert len(zoo) == 3
+    for f in zoo:
+        meta = read_model_meta(f.parent)
+        assert isinstance(meta, dict) and meta["arch"] in ("resnet56", "vgg16bn", "mobilenet")

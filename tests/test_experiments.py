@@ -173,6 +173,26 @@ def test_killed_crafting_resumes_identically(setup, tmp_path, monkeypatch):
     assert calls["n"] == -98 and torch.equal(again.inputs, ref) and not partial.exists()
 
 
+def test_a_damaged_finished_batch_is_crafted_again(setup, tmp_path, monkeypatch):
+    """A kept batch file that was truncated (a full disk, a copy cut short) is crafted again, not fatal."""
+    from deepsloth.attacks import DeepSloth
+    ctx = ctx_for(setup, 7)
+    spec = resolve_spec("deepsloth", dataset="cifar10", steps=2)
+    ref = craft(ctx, spec, seed=0, batch_size=3).inputs
+    calls = _kill_at_call(monkeypatch, DeepSloth, "__call__", 3)
+    with pytest.raises(KeyboardInterrupt):
+        craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
+    partial = next(tmp_path.glob("*.partial"))
+    first, second = sorted(partial.glob("batch-*"))
+    second.write_bytes(second.read_bytes()[:100])          # damaged
+    calls["n"] = -100
+    logged = []
+    again = craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path, log=logged.append)
+    # the damaged batch and the missing one are crafted; the whole one is reused; the result is identical
+    assert calls["n"] == -98 and torch.equal(again.inputs, ref) and not partial.exists()
+    assert any("damaged" in line and second.name in line for line in logged)
+
+
 def test_universal_and_class_crafting_records(setup, tmp_path):
     ctx = ctx_for(setup, 6)
     uni = craft(ctx, resolve_spec("deepsloth-universal", dataset="cifar10", steps=2, n_images=8), out_dir=tmp_path)

@@ -9,8 +9,10 @@ mixing its work with the first's.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -51,20 +53,88 @@ def write_json(path: os.PathLike | str, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+MAX_JSON_BYTES = 16 << 20   # the largest JSON file read_json accepts (the project's own are under 100 KB)
+MAX_JSON_DEPTH = 64         # its deepest nesting of objects and lists (the project's own nest at most 12 levels)
+
+# One token of the depth scan: a string (it may hold brackets), or a bracket outside strings. An
+# unterminated string matches up to the end of the text (`\\?\Z`), so no match fails and nothing is
+# scanned twice: the scan is linear in the size of the text.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)|[\[\]{}]')
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether the objects and lists of JSON `text` nest deeper than `limit` (strings skipped), before
+    the first place a parser would stop: a closing bracket with nothing open, or an unterminated string
+    (which runs to the end of the text)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c == "]" or c == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return False
+
+
+def json_sha256(obj: Any, *, compact: bool = True) -> str:
+    """SHA-256 hex digest of the canonical JSON of `obj`: sorted keys, compact separators (`compact=False`:
+    json's default separators, the form comparison keys have always been made with)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":") if compact else None)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def read_json(path: os.PathLike | str) -> Any:
+    """Parse a JSON file, bounded: at most MAX_JSON_BYTES and MAX_JSON_DEPTH levels of nesting.
+
+    Every problem (missing, unreadable, not UTF-8, too large, nested too deep, not JSON) is a one-line
+    `DeepslothError` naming the file; nothing here can exhaust the stack or the memory."""
     path = Path(path)
     if not path.is_file():
         raise DeepslothError(f"file not found: {path}")
+    def too_large(size: int) -> DeepslothError:
+        return DeepslothError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB ({size} bytes), the limit for a "
+                              f"JSON file deepsloth reads")
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise too_large(size)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)     # bounded also when the file grows meanwhile
+        if len(raw) > MAX_JSON_BYTES:
+            raise too_large(len(raw))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise DeepslothError(f"{path} is not valid JSON (not UTF-8 text)") from None
     except OSError as exc:
         raise DeepslothError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_json(text, str(path))
+
+
+def parse_json(text: str, where: str) -> Any:
+    """`json.loads(text)`, bounded like `read_json` (MAX_JSON_BYTES characters, MAX_JSON_DEPTH levels):
+    for JSON that comes from elsewhere than a file, e.g. a safetensors header's metadata. Errors are one
+    line naming `where`."""
+    if len(text) > MAX_JSON_BYTES:
+        raise DeepslothError(f"{where} is larger than {MAX_JSON_BYTES >> 20} MiB ({len(text)} characters), the "
+                             f"limit for JSON deepsloth reads")
+    too_deep = DeepslothError(f"{where} is nested more than {MAX_JSON_DEPTH} levels deep (the limit for a JSON "
+                              f"file deepsloth reads)")
+    if _nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise too_deep
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DeepslothError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise DeepslothError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:   # not reachable past the depth check; kept so that no stack error escapes
+        raise too_deep from None
+    except ValueError as exc:   # e.g. an integer of more than 4,300 digits
+        raise DeepslothError(f"{where} is not valid JSON ({' '.join(str(exc).split())})") from None
 
 
 def save_tensors(path: os.PathLike | str, tensors: Dict[str, torch.Tensor],

@@ -16,14 +16,15 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..data.augment import to_float01  # noqa: F401  (re-exported)
 from ..precision import autocast
-from .objectives import Objective, as_logits, exits_needed
+from ..exits.forward import as_exit_list
+from .objectives import Objective, exits_needed
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -102,6 +103,8 @@ class Attack:
         pixel space (eps is measured there) and normalises only what it feeds the model."""
         m = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         s = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        if not (torch.isfinite(m).all() and torch.isfinite(s).all()):
+            raise ValueError("normalisation mean and std must be finite numbers")
         if bool((s <= 0).any()):
             raise ValueError("normalisation std must be > 0")
         self.normalization = (m, s)
@@ -121,11 +124,54 @@ class Attack:
     # -- public ------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *,
                  seed: Optional[int] = None) -> torch.Tensor:
+        self.check_inputs(x, y)
         out_device = x.device
         generator = torch.Generator().manual_seed(self.seed if seed is None else check_seed(seed))
         with frozen(self.model), torch.enable_grad():
             out = self.forward(x, None if y is None else y.to(self.device), generator)
         return out.detach().to(out_device)
+
+    def expected_input(self) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+        """(channels, image size, classes) the model takes, where known: its metadata (`create_model`
+        attaches it) and its first convolution; None where unknown."""
+        meta = getattr(self.model, "meta", None) or {}
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        size, classes = meta.get("input_size"), meta.get("num_classes")
+        return (conv.in_channels if conv is not None else None, int(size) if size else None,
+                int(classes) if classes else None)
+
+    def check_inputs(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> None:
+        """A ValueError naming the argument for what the attack cannot attack: not a non-empty [N,C,H,W]
+        batch of uint8 or [0, 1] float images the model takes, or labels that are not N class indices."""
+        if not torch.is_tensor(x) or x.dim() != 4:
+            raise ValueError(f"x must be a batch of images [N, C, H, W], got "
+                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch")
+        if x.dtype != torch.uint8:
+            if not x.is_floating_point():
+                raise ValueError(f"x must hold uint8 or float images, got {x.dtype}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("x holds NaN or infinite values")
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1e-6 or hi > 1 + 1e-6:
+                raise ValueError(f"x must hold pixels in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; pass uint8 "
+                                 f"images or divide by 255")
+        channels, size, classes = self.expected_input()
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(f"x has {x.shape[1]} channels, the model takes {channels}")
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            raise ValueError(f"x holds {x.shape[-2]}x{x.shape[-1]} images, the model takes {size}x{size}")
+        if y is None:
+            return
+        if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must hold one label per input ({x.shape[0]}), got "
+                             f"{tuple(y.shape) if torch.is_tensor(y) else type(y).__name__}")
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+            raise ValueError(f"y must hold integer class indices, got {y.dtype}")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (classes is not None and hi >= classes):
+            raise ValueError(f"y holds labels outside 0..{(classes or hi + 1) - 1}: [{lo}, {hi}]")
 
     def config(self) -> Dict[str, Any]:
         """Every hyper-parameter of the attack (JSON-serialisable)."""
@@ -158,7 +204,7 @@ class Attack:
             x = (x - m.to(x.device)) / s.to(x.device)
         partial = getattr(self.model, "forward_exits", None)
         with autocast(x.device, self.amp):
-            out = as_logits(partial(x, need) if need != "all" and partial is not None else self.model(x))
+            out = as_exit_list(partial(x, need) if need != "all" and partial is not None else self.model(x))
         return out if self.amp is None else [o.float() for o in out]
 
     def input_grad(self, x: torch.Tensor, objective: Objective,

@@ -39,14 +39,14 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ..io import load_tensors, read_metadata, save_tensors
+from ..io import load_tensors, parse_json, read_metadata, save_tensors
 from ..validate import check_count, check_eps, check_number, check_positive
 from ..progress import progress
 from .base import Attack, derive_seed
 from .params import SCOPES, Param, Params
 from .norms import (check_norm, clip_grad_l2, clip_to_ball, project, random_in_ball,
                     steepest_direction)
-from .objectives import Objective, get_objective, objective_name, uniform_ic_loss
+from .objectives import get_objective, objective_name, uniform_ic_loss
 
 DATASET_FAMILIES = ("cifar10", "tinyimagenet")
 
@@ -325,7 +325,7 @@ class DeepSloth(Attack):
             if kept is not None and kept.is_file():   # crafted before a kill: each class has its own seed
                 meta = read_metadata(kept)
                 deltas[c] = load_tensors(kept)["delta"].to(deltas.device)
-                info = json.loads(meta["info"])
+                info = parse_json(meta["info"], f"{kept} metadata 'info'")
                 resumed, resumed_seconds = resumed + 1, resumed_seconds + float(meta.get("seconds", 0.0))
             else:
                 gen_c = torch.Generator().manual_seed(derive_seed(base, "class", c))

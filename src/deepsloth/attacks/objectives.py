@@ -24,11 +24,6 @@ Logits = Sequence[torch.Tensor]
 Objective = Callable[[Logits, Optional[torch.Tensor]], torch.Tensor]
 
 
-def as_logits(out) -> list:
-    """A model output as a list of exit logits (a plain classifier counts as one exit)."""
-    return [out] if isinstance(out, torch.Tensor) else list(out)
-
-
 def _need_labels(labels: Optional[torch.Tensor], name: str) -> torch.Tensor:
     if labels is None:
         raise ValueError(f"objective {name!r} needs labels")
@@ -113,5 +108,5 @@ def objective_name(obj: Union[str, Objective]) -> str:
     return getattr(obj, "__name__", type(obj).__name__)
 
 
-__all__ = ["Objective", "as_logits", "exits_needed", "final_ce", "exit_ce", "mean_ce", "sum_ce",
+__all__ = ["Objective", "exits_needed", "final_ce", "exit_ce", "mean_ce", "sum_ce",
            "uniform_ic_loss", "OBJECTIVES", "get_objective", "objective_name"]

@@ -25,8 +25,6 @@ ids. `amp="auto"` resolves to bf16 or fp32 for the device when the spec is made.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -34,6 +32,7 @@ from torch import nn
 
 from ..device import resolve_device
 from ..errors import DeepslothError
+from ..io import json_sha256
 from ..precision import resolve_amp
 from .deepsloth import DeepSloth
 from .norms import NORMS, check_norm
@@ -125,8 +124,7 @@ class AttackSpec:
     @property
     def id(self) -> str:
         """12 hex digits of the SHA-256 of the canonical JSON of the spec."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return json_sha256(self.to_dict())[:12]
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -24,10 +24,19 @@ def register(sub) -> None:
     imp = dsub.add_parser(
         "import", help="import a dataset from local archives or folders",
         description="cifar10: cifar-10-python.tar.gz, or image-folder zips/folders laid out "
-                    "<split>/<class>/<image> (give the train and test ones together). "
-                    "tinyimagenet: tiny-imagenet-200.zip or its extracted folder.")
+                    "<split>/<class>/<image> (one per split, or one holding both). "
+                    "tinyimagenet: tiny-imagenet-200.zip or its extracted folder (its val images are the "
+                    "test split). "
+                    "An import replaces only the splits it brings: an archive holding only the test split "
+                    "(e.g. cifar10-jpeg-test.zip) replaces the cached test split and keeps the cached train "
+                    "split, and vice versa. --split imports one split from archives holding both. A cached "
+                    "split that cannot be kept (other classes, damaged) refuses the import; import both "
+                    "splits together to replace the dataset. Bad input changes nothing.")
     imp.add_argument("name", metavar="DATASET", type=nonempty, help="cifar10 or tinyimagenet")
     imp.add_argument("paths", nargs="+", metavar="PATH", type=nonempty, help="archive(s) or folder(s)")
+    imp.add_argument("--split", choices=("train", "test"), default=None,
+                     help="import only this split from the given archives, even if they hold both; the other "
+                          "split stays as cached (default: every split the archives hold)")
     imp.add_argument("--allow-incomplete", action="store_true",
                      help="import even when a class is missing from a split or the per-class counts differ "
                           "from what the layout promises (refused by default; the old cache then stays)")
@@ -35,7 +44,13 @@ def register(sub) -> None:
     root_arg(imp)
     imp.set_defaults(func=_import)
 
-    dl = dsub.add_parser("download", help="download the canonical archive, verify and import it")
+    dl = dsub.add_parser(
+        "download", help="download the canonical archive, verify and import it",
+        description="Fetches the dataset's canonical archive, checks its MD5 and imports it (both splits). "
+                    "cifar10: https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, MD5 "
+                    "c58f30108f718f92721af3b95e74349a. tinyimagenet: "
+                    "http://cs231n.stanford.edu/tiny-imagenet-200.zip, MD5 90528d7ca1a48142e341f4ef8d21d0de. "
+                    "An archive failing the check is deleted and the cache is left as it was.")
     dl.add_argument("name", metavar="DATASET", type=nonempty, help="cifar10 or tinyimagenet")
     dl.add_argument("--url", default=None, help="alternative URL (mirror) for the archive")
     dl.add_argument("--keep-archive", action="store_true",
@@ -64,9 +79,17 @@ def _summary(name: str, root, seconds: float) -> dict:
 def _print_summary(s: dict, as_json: bool, verb: str) -> None:
     if as_json:
         print(json.dumps(s, indent=2))
-    else:
-        print(f"{verb} {s['dataset']}: {s.get('train', 0)} train / {s.get('test', 0)} test images, "
-              f"{s.get('classes')} classes, into {s.get('path')} in {s['seconds']:.1f} s")
+        return
+    last = s.get("last_import") or {}
+    kept = [k for k in last.get("kept", []) if isinstance(k, str)]
+    note = ""
+    if kept:   # a partial import: say which split it replaced and which it left as it was
+        sources = s.get("sources") or {}
+        imported = " and ".join(f"the {k}" for k in last.get("splits", []))
+        note = (f" ({verb} {imported} split; kept the cached "
+                + "; ".join(f"{k} split from {sources.get(k, 'an earlier import')}" for k in kept) + ")")
+    print(f"{verb} {s['dataset']}: {s.get('train', 0)} train / {s.get('test', 0)} test images, "
+          f"{s.get('classes')} classes, into {s.get('path')} in {s['seconds']:.1f} s{note}")
 
 
 def _cache_root(args, write: bool):
@@ -88,13 +111,15 @@ def _import(args) -> int:
                              "(tiny-imagenet-200.zip or its extracted folder)")
     _cache_root(args, write=True)
     t0 = time.perf_counter()
+    splits = [args.split] if args.split else None
     if name == "cifar10":
-        import_cifar10(args.paths, root=args.data_root, allow_incomplete=args.allow_incomplete)
+        import_cifar10(args.paths, root=args.data_root, allow_incomplete=args.allow_incomplete, splits=splits)
     else:
-        import_tinyimagenet(args.paths[0], root=args.data_root, allow_incomplete=args.allow_incomplete)
+        import_tinyimagenet(args.paths[0], root=args.data_root, allow_incomplete=args.allow_incomplete,
+                            splits=splits)
     summary = _summary(name, args.data_root, time.perf_counter() - t0)
     _print_summary(summary, args.json, "imported")
-    for problem in summary.get("incomplete", []):
+    for problem in summary.get("last_import", {}).get("incomplete", summary.get("incomplete", [])):
         print(f"deepsloth: note: imported although incomplete: {problem}", file=sys.stderr)
     return 0
 

@@ -1,7 +1,8 @@
 """Datasets: import/download into a tensor cache, load as uint8 tensors, augment, batch.
 
 Cache: `<root>/<name>/{train,test}.safetensors` (`images` uint8 [N,3,H,W], `labels` int64
-[N]) plus `meta.json` (classes in label order, source, counts, image size, version, time).
+[N]) plus `meta.json` (classes in label order, counts and sources per split, image size, version,
+time). An import replaces the splits it brings and keeps the other cached split (`cache`).
 The root is `--data-root`, else `$DEEPSLOTH_DATA`, else `$XDG_CACHE_HOME/deepsloth`
 (`~/.cache/deepsloth`).
 

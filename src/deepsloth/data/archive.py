@@ -2,7 +2,8 @@
 
 Importers list member names (always '/'-separated, relative) and read their bytes; they
 never care which container the files came in. Every failure mode of the container
-(missing, not an archive, corrupt) becomes a `DeepslothError` naming the file.
+(missing, not an archive, corrupt, a member name held twice, a member unpacking to more than
+MAX_MEMBER_BYTES) becomes a `DeepslothError` naming the file.
 """
 from __future__ import annotations
 
@@ -18,8 +19,17 @@ from ..errors import DeepslothError
 _CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, tarfile.TarError)
 
 
+MAX_MEMBER_BYTES = 256 << 20   # the most any member may unpack to (a canonical CIFAR batch is 31 MB)
+
+
+def _duplicated(path: Path, name: str, kind: str) -> DeepslothError:
+    return DeepslothError(f"{path} holds the member {name} twice (a duplicated name in a {kind} archive is "
+                          f"ambiguous: refusing the archive)")
+
+
 class Archive:
-    """Base class: `names()` lists files, `read_many(names)` yields (name, bytes)."""
+    """Base class: `names()` lists files, `size(name)` is what a member unpacks to, `read_many(names)`
+    yields (name, bytes). A member name occurs once: archives holding a name twice are refused."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -27,8 +37,18 @@ class Archive:
     def names(self) -> List[str]:
         raise NotImplementedError
 
+    def size(self, name: str) -> int:
+        """The number of bytes `read(name)` returns, from the archive's directory (nothing is read)."""
+        raise NotImplementedError
+
     def read(self, name: str) -> bytes:
         raise NotImplementedError
+
+    def _check_size(self, name: str) -> None:
+        size = self.size(name)
+        if size > MAX_MEMBER_BYTES:
+            raise DeepslothError(f"{self.path}: member {name} unpacks to {size} bytes, more than the "
+                                 f"{MAX_MEMBER_BYTES} a dataset file can take")
 
     def read_many(self, names: Iterable[str]) -> Iterator[Tuple[str, bytes]]:
         for name in names:
@@ -54,12 +74,23 @@ class ZipArchive(Archive):
             self._zip = zipfile.ZipFile(path)
         except _CORRUPT + (OSError,) as exc:
             raise DeepslothError(f"{path} is not a readable zip archive ({exc})") from None
-        self._infos = {i.filename: i for i in self._zip.infolist() if not i.is_dir()}
+        self._infos: Dict[str, zipfile.ZipInfo] = {}
+        for info in self._zip.infolist():
+            if info.is_dir():
+                continue
+            if info.filename in self._infos:   # zipfile itself would silently read the last copy
+                self._zip.close()
+                raise _duplicated(path, info.filename, "zip")
+            self._infos[info.filename] = info
 
     def names(self) -> List[str]:
         return list(self._infos)
 
+    def size(self, name: str) -> int:
+        return int(self._infos[name].file_size)
+
     def read(self, name: str) -> bytes:
+        self._check_size(name)
         try:
             return self._zip.read(self._infos[name])
         except _CORRUPT + (OSError, NotImplementedError) as exc:
@@ -88,13 +119,23 @@ class TarArchive(Archive):
             members = [m for m in self._tar.getmembers() if m.isfile()]
         except _CORRUPT + (OSError,) as exc:
             raise DeepslothError(f"{path} is not a readable tar archive ({exc})") from None
-        self._members = {_strip_dot(m.name): m for m in members}
-        self._order = {_strip_dot(m.name): i for i, m in enumerate(members)}
+        self._members: Dict[str, tarfile.TarInfo] = {}
+        self._order: Dict[str, int] = {}
+        for i, m in enumerate(members):
+            name = _strip_dot(m.name)
+            if name in self._members:          # `tar -x` would let the last copy win
+                self._tar.close()
+                raise _duplicated(path, name, "tar")
+            self._members[name], self._order[name] = m, i
 
     def names(self) -> List[str]:
         return list(self._members)
 
+    def size(self, name: str) -> int:
+        return int(self._members[name].size)
+
     def read(self, name: str) -> bytes:
+        self._check_size(name)
         try:
             f = self._tar.extractfile(self._members[name])
             assert f is not None
@@ -125,7 +166,14 @@ class FolderArchive(Archive):
     def names(self) -> List[str]:
         return list(self._files)
 
+    def size(self, name: str) -> int:
+        try:
+            return self._files[name].stat().st_size
+        except OSError as exc:
+            raise DeepslothError(f"cannot read {self._files[name]}: {exc.strerror or exc}") from None
+
     def read(self, name: str) -> bytes:
+        self._check_size(name)
         try:
             return self._files[name].read_bytes()
         except OSError as exc:

@@ -2,7 +2,9 @@
 
 Image folders: files laid out `<split>/<class>/<file>` (split `train` or `test`, class one of
 the canonical ten names), possibly under any top folders, e.g.
-`cifar10-jpeg/train/airplane/0001.jpg`. Several trees or zips may be given (one per split).
+`cifar10-jpeg/train/airplane/0001.jpg`. Several trees or zips may be given (one per split). An
+import replaces the splits it brings and keeps the other cached split (`cache.write_dataset`);
+`splits=["test"]` (`--split test`) imports one split from archives holding both.
 Every split found must hold all ten classes with the same number of images each (CIFAR-10's
 5,000 / 1,000); anything less is refused before the cache is touched unless
 `allow_incomplete=True` (`--allow-incomplete`), see `data.complete`.
@@ -18,6 +20,7 @@ import io
 import os
 import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,10 +29,10 @@ import torch
 
 from ..errors import DeepslothError
 from .archive import Archive, file_fingerprint, open_archive
-from .cache import interleave_order, write_dataset
+from .cache import interleave_order, kept_splits, write_dataset
 from .complete import class_problems, settle
 from .decode import decode_images
-from .registry import CIFAR10_CLASSES, SPLITS
+from .registry import CIFAR10_CLASSES, SPLITS, wanted_splits
 from .sorting import natural_key
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
@@ -116,8 +119,11 @@ def _canonical_members(archive: Archive) -> Optional[Dict[str, str]]:
     return found
 
 
-def _import_canonical(archive: Archive, members: Dict[str, str]) -> Dict[str, tuple]:
+def _import_canonical(archive: Archive, members: Dict[str, str],
+                      wanted: Sequence[str] = SPLITS) -> Dict[str, tuple]:
     # One pass in storage order: a .tar.gz is a stream, and seeking back re-decompresses.
+    needed = {b for s in wanted for b in CANONICAL_BATCHES[s]} | {"batches.meta"}
+    members = {b: m for b, m in members.items() if b in needed}
     blobs = dict(archive.read_many(members.values()))
     where = {b: f"{archive.path.name}:{m}" for b, m in members.items()}
     if "batches.meta" in members:
@@ -129,6 +135,8 @@ def _import_canonical(archive: Archive, members: Dict[str, str]) -> Dict[str, tu
                 raise DeepslothError(f"{archive.path}: label names {names} are not CIFAR-10's")
     splits = {}
     for split, batches in CANONICAL_BATCHES.items():
+        if split not in wanted:
+            continue
         parts = [_read_batch(blobs[members[b]], where[b]) for b in batches]
         data = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
@@ -143,10 +151,11 @@ def _import_canonical(archive: Archive, members: Dict[str, str]) -> Dict[str, tu
 
 # ---------------------------------------------------------------- image folders
 
-def _scan_tree(archive: Archive) -> Dict[str, List[Tuple[int, str]]]:
-    """{split: [(label, member name), ...]} for `.../<split>/<class>/<image>` members."""
+def _scan_tree(archive: Archive, wanted: Sequence[str] = SPLITS) -> Dict[str, List[Tuple[int, str]]]:
+    """{split: [(label, member name), ...]} for `.../<split>/<class>/<image>` members of the
+    `wanted` splits."""
     index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
-    found: Dict[str, List[Tuple[int, str]]] = {s: [] for s in SPLITS}
+    found: Dict[str, List[Tuple[int, str]]] = {s: [] for s in wanted}
     for name in archive.names():
         parts = PurePosixPath(name).parts
         if len(parts) < 3 or any(p.startswith(".") or p == "__MACOSX" for p in parts):
@@ -165,11 +174,14 @@ def _scan_tree(archive: Archive) -> Dict[str, List[Tuple[int, str]]]:
 # ---------------------------------------------------------------- entry point
 
 def import_cifar10(paths: Sequence[os.PathLike | str] | os.PathLike | str,
-                   root: Optional[os.PathLike | str] = None, *, allow_incomplete: bool = False) -> Path:
+                   root: Optional[os.PathLike | str] = None, *, allow_incomplete: bool = False,
+                   splits: Optional[Sequence[str]] = None) -> Path:
     """Import CIFAR-10 into the cache at `root`; returns the dataset folder.
 
     `paths`: the canonical `cifar-10-python.tar.gz` (or its extracted folder), or one or more
-    image-folder trees/zips. Either way the dataset is replaced as a whole, atomically.
+    image-folder trees/zips. The import replaces the splits it brings, atomically, and keeps the
+    other cached split (a test-only zip leaves the cached train split as it was); `splits`
+    (e.g. ["test"]) imports only those splits from archives that hold more.
     Image folders lacking a class in a split, or with unequal per-class counts, are refused
     (before decoding, the cache untouched) unless `allow_incomplete`.
     """
@@ -178,31 +190,39 @@ def import_cifar10(paths: Sequence[os.PathLike | str] | os.PathLike | str,
     paths = [Path(p).expanduser() for p in paths]
     if not paths:
         raise DeepslothError("no CIFAR-10 archive or folder given")
+    wanted = wanted_splits(splits)
     t0 = time.perf_counter()
     archives: List[Archive] = []
-    incomplete: List[str] = []
     try:
         for p in paths:
             archives.append(open_archive(p))
+        what = ", ".join(a.path.name for a in archives)
         canonical = [(a, m) for a in archives if (m := _canonical_members(a)) is not None]
         if canonical:
             if len(archives) != 1:
                 raise DeepslothError("give the canonical cifar-10-python archive on its own, "
                                      "not together with other archives")
             archive, members = canonical[0]
-            splits = _import_canonical(archive, members)
+            kept_splits("cifar10", root, wanted, CIFAR10_CLASSES, what)   # refuse before any work
+            found = _import_canonical(archive, members, wanted)
             source = f"{archive.path.name} (canonical)"
+            files = [file_fingerprint(archive.path)]
+            sources = {s: {"source": source, "source_files": files} for s in found}
         else:
-            splits = _import_folders(archives, allow_incomplete, incomplete)
+            plan = _plan_folders(archives, wanted, allow_incomplete)
+            kept_splits("cifar10", root, list(plan.items), CIFAR10_CLASSES, what)   # refuse before decoding
+            found = _decode_folders(plan)
             source = _folder_source(archives)
+            sources = {}
+            for s in found:   # each split's provenance names the archives that held it
+                mine = [a for a in archives if any(t[2] is a for t in plan.items[s])]
+                sources[s] = {"source": _folder_source(mine), "incomplete": plan.problems.get(s, []),
+                              "source_files": [file_fingerprint(a.path) for a in mine]}
     finally:
         for a in archives:
             a.close()
-    extra = {"source_files": [file_fingerprint(p) for p in paths],
-             "import_seconds": round(time.perf_counter() - t0, 2)}
-    if incomplete:
-        extra["incomplete"] = incomplete
-    return write_dataset("cifar10", root, splits, CIFAR10_CLASSES, source, extra)
+    extra = {"import_seconds": round(time.perf_counter() - t0, 2)}
+    return write_dataset("cifar10", root, found, CIFAR10_CLASSES, source, extra, sources=sources)
 
 
 def _folder_source(archives: Sequence[Archive]) -> str:
@@ -214,16 +234,27 @@ def _folder_source(archives: Sequence[Archive]) -> str:
     return f"cifar10 {what} {kind}: " + ", ".join(a.path.name for a in archives)
 
 
-def _import_folders(archives: Sequence[Archive], allow_incomplete: bool = False,
-                    incomplete: Optional[List[str]] = None) -> Dict[str, tuple]:
-    per_split: Dict[str, List[Tuple[int, str, Archive]]] = {s: [] for s in SPLITS}
+@dataclass
+class _Plan:
+    """What an image-folder import will decode: {split: [(label, member, archive)]} in stored order,
+    and the shortfalls allowed per split."""
+    items: Dict[str, List[Tuple[int, str, Archive]]]
+    problems: Dict[str, List[str]]
+
+
+def _plan_folders(archives: Sequence[Archive], wanted: Sequence[str] = SPLITS,
+                  allow_incomplete: bool = False) -> _Plan:
+    """Scan the trees, check duplicates and completeness (refusing before any decoding)."""
+    per_split: Dict[str, List[Tuple[int, str, Archive]]] = {s: [] for s in wanted}
     owner: Dict[Tuple[str, int, str], Path] = {}
     for archive in archives:
-        scanned = _scan_tree(archive)
+        scanned = _scan_tree(archive, wanted)
         if not scanned:
+            which = " " + wanted[0] if len(wanted) == 1 else ""
+            splits_text = " or ".join(f"'{s}'" for s in wanted)
             raise DeepslothError(
-                f"no CIFAR-10 images found in {archive.path}: expected <split>/<class>/<image> "
-                f"with split 'train' or 'test' (or the canonical cifar-10-python batches)")
+                f"no CIFAR-10{which} images found in {archive.path}: expected <split>/<class>/<image> "
+                f"with split {splits_text} (or the canonical cifar-10-python batches)")
         for split, items in scanned.items():
             for label, name in items:
                 key = (split, label, PurePosixPath(name).name)
@@ -233,19 +264,21 @@ def _import_folders(archives: Sequence[Archive], allow_incomplete: bool = False,
                         f"({owner[key].name} and {archive.path.name})")
                 owner[key] = archive.path
                 per_split[split].append((label, name, archive))
-    found = {s: [y for y, _, _ in items] for s, items in per_split.items() if items}
-    problems = settle(class_problems(found, CIFAR10_CLASSES), "cifar10",
-                      ", ".join(a.path.name for a in archives), allow_incomplete)
-    if incomplete is not None:
-        incomplete.extend(problems)
-    splits = {}
+    per_split = {s: items for s, items in per_split.items() if items}
+    problems = {s: class_problems({s: [y for y, _, _ in items]}, CIFAR10_CLASSES) for s, items in per_split.items()}
+    settle([q for s in per_split for q in problems[s]], "cifar10",
+           ", ".join(a.path.name for a in archives), allow_incomplete)
     for split, items in per_split.items():
-        if not items:
-            continue
         # Sort by (class, file name); the archive only breaks ties between distinct names.
         items.sort(key=lambda t: (t[0], natural_key(PurePosixPath(t[1]).name), str(t[2].path)))
         order = interleave_order([y for y, _, _ in items])
-        items = [items[i] for i in order]
+        per_split[split] = [items[i] for i in order]
+    return _Plan(per_split, problems)
+
+
+def _decode_folders(plan: _Plan) -> Dict[str, tuple]:
+    splits = {}
+    for split, items in plan.items.items():
         images = torch.empty((len(items), 3, 32, 32), dtype=torch.uint8)
         for archive in {id(a): a for _, _, a in items}.values():
             pos = [i for i, t in enumerate(items) if t[2] is archive]

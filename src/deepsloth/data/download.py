@@ -82,8 +82,9 @@ def download(name: str, root: Optional[os.PathLike | str] = None, *, url: Option
              opener: Optional[Callable] = None, timeout: float = 60.0) -> Path:
     """Fetch the canonical archive of `name`, verify its MD5 and import it into the cache.
 
-    The archive goes to `<root>/.downloads/` and is deleted after a successful import unless
-    `keep_archive`. Returns the imported dataset folder.
+    The archive goes to `<root>/.downloads/` and is deleted after the import unless `keep_archive`
+    (an archive that fails its checksum is deleted always). The canonical archive holds both splits,
+    so both are replaced. Returns the imported dataset folder.
     """
     from .cifar10 import import_cifar10
     from .tinyimagenet import import_tinyimagenet
@@ -99,12 +100,14 @@ def download(name: str, root: Optional[os.PathLike | str] = None, *, url: Option
     root_existed = base.exists()
     try:
         archive = fetch(url, downloads / info.archive, opener=opener, timeout=timeout, hint=hint)
+        verified = False
         try:
             verify_checksum(archive, md5)
+            verified = True
             importer = import_cifar10 if name == "cifar10" else import_tinyimagenet
             return importer(archive, root=base)
         finally:
-            if not keep_archive:
+            if not (keep_archive and verified):   # an archive failing its checksum is never kept
                 archive.unlink(missing_ok=True)
     finally:
         _remove_if_empty(downloads)

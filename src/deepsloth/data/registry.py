@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from ..errors import DeepslothError
 
@@ -61,6 +61,19 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise DeepslothError(f"unknown split {split!r} (use 'train' or 'test')")
     return split
+
+
+def wanted_splits(splits: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    """The splits an import may write, in stored order: all of them by default."""
+    if splits is None:
+        return SPLITS
+    if isinstance(splits, str):
+        splits = [splits]
+    for s in splits:
+        check_split(s)
+    if not splits:
+        raise DeepslothError("no split to import (choose train and/or test)")
+    return tuple(s for s in SPLITS if s in splits)
 
 
 def default_data_root() -> Path:

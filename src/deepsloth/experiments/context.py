@@ -247,8 +247,7 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
         if label >= classes:
             raise DeepslothError(f"class {label} does not exist: the model has classes 0..{classes - 1}")
         keep = (full.labels == label).nonzero().flatten()
-        full = Dataset(full.name, full.split, full.images[keep], full.labels[keep], list(full.classes), full.source,
-                       full.meta)
+        full = subset_dataset(full, indices=keep)
         if calib_n is None:
             calib_n = calib_total
     total = len(full)

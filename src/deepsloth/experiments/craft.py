@@ -26,11 +26,8 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -41,7 +38,7 @@ from ..attacks.base import derive_seed
 from ..attacks.norms import norm_report
 from ..attacks.registry import AttackSpec, create_attack
 from ..errors import DeepslothError
-from ..io import LockHeld, atomic_path, exclusive, load_tensors, read_metadata, save_tensors
+from ..io import LockHeld, atomic_path, exclusive, json_sha256, load_tensors, read_metadata, save_tensors
 from ..progress import progress
 from .context import Context
 from .results import FORMAT, KIND_OF_SCOPE, Crafted, apply_result, read_result, save_result
@@ -62,8 +59,7 @@ def craft_identity(ctx: Context, spec: AttackSpec, seed: int, batch_size: int) -
 
 
 def craft_key(ctx: Context, spec: AttackSpec, seed: int = 0, batch_size: int = DEFAULT_BATCH) -> str:
-    text = json.dumps(craft_identity(ctx, spec, seed, batch_size), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(craft_identity(ctx, spec, seed, batch_size))
 
 
 def result_stem(spec: AttackSpec, key: str) -> str:
@@ -175,7 +171,7 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
     atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device)
     pool = ctx.train_pool()
     partial = None
-    if out is not None:   # what the attack can resume from (finished classes, UAP's last pass) until the result is written
+    if out is not None:   # what the attack resumes from (finished classes, UAP's last pass) until the result is written
         partial = out / f"{stem}.partial"
         _open_partial(partial, key)
         atk.resume_dir = partial
@@ -228,7 +224,7 @@ def _craft_batches(ctx: Context, spec: AttackSpec, seed: int, bs: int, partial: 
         _open_partial(partial, key)
     done: Dict[int, Tuple[torch.Tensor, float]] = {}
     mine = starts[rank::world]
-    todo = [s for s in mine if partial is None or not _batch_file(partial, s).is_file()]
+    todo = [s for s in mine if partial is None or not _batch_ok(_batch_file(partial, s), min(bs, ctx.n - s), log)]
     if len(todo) < len(mine):
         log(f"{spec.cell}: resuming, {len(mine) - len(todo)} of {len(mine)} batches already crafted")
     atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device) if todo else None
@@ -268,6 +264,21 @@ def _craft_samples(ctx: Context, spec: AttackSpec, seed: int, bs: int, out: Opti
     if partial is not None:
         shutil.rmtree(partial, ignore_errors=True)
     return crafted
+
+
+def _batch_ok(path: Path, rows: int, log: Callable[[str], None]) -> bool:
+    """Whether a kept batch file is there and whole; a damaged one is removed (and crafted again)."""
+    if not path.is_file():
+        return False
+    try:
+        images = _read_batch(path)[0]
+        if images.shape[0] == rows and images.dim() == 4 and bool(torch.isfinite(images).all()):
+            return True
+    except (DeepslothError, OSError, ValueError, KeyError):
+        pass
+    log(f"{path} is damaged; crafting that batch again")
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _read_batch(path: Path) -> Tuple[torch.Tensor, float]:

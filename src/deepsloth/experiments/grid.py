@@ -12,14 +12,12 @@ at the same time stops with an error naming the first.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..attacks.registry import NORMS, AttackSpec, parse_name, resolve_spec
 from ..errors import DeepslothError
-from ..io import exclusive, read_json, write_json
+from ..io import exclusive, json_sha256, read_json, write_json
 from ..progress import progress
 from .compare import FORMAT, compare
 from .context import Context
@@ -66,7 +64,7 @@ def comparison_key(ctx: Context, craft_key_hex: Optional[str]) -> str:
     """Key of a comparison file: the crafted inputs' key (None: clean) and the evaluation setup."""
     ident = {"craft": craft_key_hex, "weights_sha256": ctx.weights_sha256, "data": ctx.data_record()["sha256"],
              "policy": ctx.policy.describe(), "rads": [float(r) for r in ctx.rads], "calib_n": ctx.calib_n}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    return json_sha256(ident, compact=False)
 
 
 def model_dir(out_dir: Union[str, Path], ctx: Context) -> Path:
