@@ -158,15 +158,21 @@ def _kill_at_call(monkeypatch, owner, name, call):
     return calls
 
 
-def test_killed_crafting_resumes_identically(setup, tmp_path, monkeypatch):
+def _killed_craft(setup, tmp_path, monkeypatch, at_call):
+    """Per-sample crafting of 7 inputs in batches of 3, killed at the attack's `at_call`-th call:
+    (ctx, spec, uninterrupted result, call counter, partial folder)."""
     from deepsloth.attacks import DeepSloth
     ctx = ctx_for(setup, 7)
     spec = resolve_spec("deepsloth", dataset="cifar10", steps=2)
     ref = craft(ctx, spec, seed=0, batch_size=3).inputs
-    calls = _kill_at_call(monkeypatch, DeepSloth, "__call__", 2)
+    calls = _kill_at_call(monkeypatch, DeepSloth, "__call__", at_call)
     with pytest.raises(KeyboardInterrupt):
         craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
-    partial = next(tmp_path.glob("*.partial"))
+    return ctx, spec, ref, calls, next(tmp_path.glob("*.partial"))
+
+
+def test_killed_crafting_resumes_identically(setup, tmp_path, monkeypatch):
+    ctx, spec, ref, calls, partial = _killed_craft(setup, tmp_path, monkeypatch, 2)
     assert sorted(p.name for p in partial.glob("batch-*")) == ["batch-000000000.safetensors"]
     calls["n"] = -100
     again = craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
@@ -175,14 +181,7 @@ def test_killed_crafting_resumes_identically(setup, tmp_path, monkeypatch):
 
 def test_a_damaged_finished_batch_is_crafted_again(setup, tmp_path, monkeypatch):
     """A kept batch file that was truncated (a full disk, a copy cut short) is crafted again, not fatal."""
-    from deepsloth.attacks import DeepSloth
-    ctx = ctx_for(setup, 7)
-    spec = resolve_spec("deepsloth", dataset="cifar10", steps=2)
-    ref = craft(ctx, spec, seed=0, batch_size=3).inputs
-    calls = _kill_at_call(monkeypatch, DeepSloth, "__call__", 3)
-    with pytest.raises(KeyboardInterrupt):
-        craft(ctx, spec, seed=0, batch_size=3, out_dir=tmp_path)
-    partial = next(tmp_path.glob("*.partial"))
+    ctx, spec, ref, calls, partial = _killed_craft(setup, tmp_path, monkeypatch, 3)
     first, second = sorted(partial.glob("batch-*"))
     second.write_bytes(second.read_bytes()[:100])          # damaged
     calls["n"] = -100

@@ -7,15 +7,13 @@ import json
 import pytest
 import torch
 
+from conftest import synthetic_sdn
+
 from deepsloth.cli.main import main
-from deepsloth.data import CIFAR10_CLASSES
-from deepsloth.data.cache import write_dataset
 from deepsloth.errors import DeepslothError
 from deepsloth.experiments.context import load_context
 from deepsloth.experiments.results import load_result, read_result, save_result
 from deepsloth.io import load_tensors, save_tensors
-from deepsloth.models import create_model
-from deepsloth.models.io import save_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,18 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def made(tmp_path_factory):
     """A per-sample and a universal DeepSloth result on an untrained SDN and synthetic data."""
     base = tmp_path_factory.mktemp("trust")
-    g = torch.Generator().manual_seed(0)
-    model = create_model("resnet56", "cifar10", seed=0).eval()
-
-    def split(n):
-        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        with torch.no_grad():
-            return x, model(x.float() / 255)[-1].argmax(1)
-
-    root = base / "data"
-    write_dataset("cifar10", root, {"train": split(20), "test": split(8)}, CIFAR10_CLASSES, "synthetic")
-    save_model_dir(base / "model", model, {"arch": "resnet56", "dataset": "cifar10", "mode": "sdn",
-                                           "num_classes": 10, "input_size": 32})
+    root, _, _ = synthetic_sdn(base, 20, 8)
     common = ["--model", str(base / "model"), "--data-root", str(root), "--device", "cpu", "--n", "8"]
     for extra in (["--steps", "2"], ["--scope", "universal", "--steps", "1", "--craft-n", "4"]):
         assert main(["attack", *common, "--out", str(base / "res"), *extra]) == 0

@@ -96,8 +96,10 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     base = {"arch": arch, "dataset": dataset, "num_classes": train_set.num_classes,
             "input_size": train_set.image_size}
     if "joint" in spec:   # built with its exits (MSDNet): joint stages, each continuing the previous
-        sdn_dir = _train_joint(spec, out, base, train_set, test_set, recipe=recipe, epochs=epochs, device=device,
-                               amp=amp)
+        stages = [{"recipe": recipe}] if recipe else list(spec["joint"])
+        if epochs is not None:
+            stages = [dict(stages[0], epochs=epochs)]
+        sdn_dir = _train_stages(stages, "sdn", out, spec, base, train_set, test_set, device=device, amp=amp)
         log(f"trained {name}: {sdn_dir}")
         if install_it:
             install(sdn_dir, name, spec.get("store_dtype", "float32"), test_set=test_set, device=device)
@@ -114,28 +116,12 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
         cnn_stages = [dict(cnn_stages[0], epochs=epochs)]   # the first stage's settings, `epochs` long
     if ic_epochs is not None:
         ic_stage["epochs"] = ic_epochs
-    prev_dir = None
-    for i, stage in enumerate(cnn_stages):
-        stage_dir = out / ("cnn" if i == 0 else f"cnn{i + 1}")
-        if not (stage_dir / "model.json").exists() or (stage_dir / "checkpoint.json").exists():
-            r = default_recipe(arch, "cnn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"),
-                               cutout=stage.get("cutout"))
-            if prev_dir is None:
-                model, meta = create_model(arch, dataset, sdn=False, seed=seed), dict(base)
-            else:
-                model = create_model(prev_dir)
-                parent_meta = model.meta
-                meta = dict(base, parent=parent_record(prev_dir, parent_meta))
-            train_model(model, mode="cnn", recipe=r, train_set=train_set, test_set=test_set,
-                        out_dir=stage_dir, meta=meta, seed=seed, device=device, resume=True,
-                        amp=stage_amp(stage, spec, amp))
-        prev_dir = stage_dir
+    prev_dir = _train_stages(cnn_stages, "cnn", out, spec, base, train_set, test_set, device=device, amp=amp)
     avg = spec.get("average") if not recipe and epochs is None else None
     if avg:   # mean of the last CNN stages' weights, BatchNorm re-estimated (train/average.py)
         avg_dir = out / "cnn-avg"
         if not (avg_dir / "model.json").exists():
-            sources = [out / ("cnn" if i == 0 else f"cnn{i + 1}")
-                       for i in range(len(cnn_stages) - avg["last"], len(cnn_stages))]
+            sources = [_stage_dir(out, "cnn", i) for i in range(len(cnn_stages) - avg["last"], len(cnn_stages))]
             average_model_dirs(sources, avg_dir, train_set, test_set, n_images=avg["bn_images"],
                                seed=seed, device=device)
         prev_dir = avg_dir
@@ -153,29 +139,32 @@ def train_zoo_model(name: str, *, out: Optional[Path | str] = None, recipe: Opti
     return sdn_dir
 
 
-def _train_joint(spec: Dict[str, Any], out: Path, base: Dict[str, Any], train_set, test_set, *,
-                 recipe: Optional[str], epochs: Optional[int], device, amp: Optional[str]) -> Path:
-    """The joint stages of a recipe in `out/joint`, `out/joint2`, ...: the first from scratch, each
-    later one continuing the previous under a fresh schedule. Returns the last stage's directory."""
+STAGE_PREFIX = {"cnn": "cnn", "sdn": "joint"}
+
+
+def _stage_dir(out: Path, mode: str, i: int) -> Path:
+    """`out/cnn`, `out/cnn2`, ... for CNN stages; `out/joint`, `out/joint2`, ... for joint ones."""
+    prefix = STAGE_PREFIX[mode]
+    return out / (prefix if i == 0 else f"{prefix}{i + 1}")
+
+
+def _train_stages(stages: List[Dict[str, Any]], mode: str, out: Path, spec: Dict[str, Any], base: Dict[str, Any],
+                  train_set, test_set, *, device, amp: Optional[str]) -> Path:
+    """Train (or resume) `stages` of `mode` ("cnn", or "sdn" for joint training): the first from scratch,
+    each later one continuing the previous under a fresh schedule. Returns the last stage's directory."""
     arch, dataset, seed = spec["arch"], spec["dataset"], spec["seed"]
-    stages = list(spec["joint"])
-    if recipe:
-        stages = [{"recipe": recipe}]
-    if epochs is not None:
-        stages = [dict(stages[0], epochs=epochs)]
     prev_dir = None
     for i, stage in enumerate(stages):
-        stage_dir = out / ("joint" if i == 0 else f"joint{i + 1}")
+        stage_dir = _stage_dir(out, mode, i)
         if not (stage_dir / "model.json").exists() or (stage_dir / "checkpoint.json").exists():
-            r = default_recipe(arch, "sdn", stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"),
+            r = default_recipe(arch, mode, stage["recipe"], epochs=stage.get("epochs"), lr=stage.get("lr"),
                                cutout=stage.get("cutout"))
             if prev_dir is None:
-                model, meta = create_model(arch, dataset, seed=seed), dict(base)
+                model, meta = create_model(arch, dataset, sdn=mode != "cnn", seed=seed), dict(base)
             else:
                 model = create_model(prev_dir)
-                parent_meta = model.meta
-                meta = dict(base, parent=parent_record(prev_dir, parent_meta))
-            train_model(model, mode="sdn", recipe=r, train_set=train_set, test_set=test_set, out_dir=stage_dir,
+                meta = dict(base, parent=parent_record(prev_dir, model.meta))
+            train_model(model, mode=mode, recipe=r, train_set=train_set, test_set=test_set, out_dir=stage_dir,
                         meta=meta, seed=seed, device=device, resume=True, amp=stage_amp(stage, spec, amp))
         prev_dir = stage_dir
     return prev_dir

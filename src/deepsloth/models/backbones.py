@@ -8,7 +8,7 @@ the backbone's weights.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -129,6 +129,13 @@ def resnet56(num_classes: int = 10, input_size: int = 32) -> Backbone:
             blocks.append(BasicBlock(cin, width, stride))
             cin = width
     model = Backbone(stem, blocks, PoolLinear(64, num_classes))
+    kaiming_init(model, linear_std=0.01)
+    return model
+
+
+def kaiming_init(model: nn.Module, linear_std: Optional[float] = None) -> None:
+    """Kaiming-normal (fan-out) convolutions, BatchNorm scale 1 and shift 0, Linear biases 0 and, with
+    `linear_std`, Linear weights normal with that std (else PyTorch's default), in module order."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -136,9 +143,9 @@ def resnet56(num_classes: int = 10, input_size: int = 32) -> Backbone:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
+            if linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
             nn.init.zeros_(m.bias)
-    return model
 
 
 # ----------------------------------------------------------------------------- MobileNet

@@ -38,7 +38,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
-from .backbones import Backbone
+from .backbones import Backbone, kaiming_init
 from .sdn import MultiExitNet
 
 Scales = List[torch.Tensor]
@@ -213,20 +213,9 @@ def msdnet(num_classes: int = 10, input_size: int = 32, cfg: MSDNetConfig | None
                                            num_classes))
     head = LastBlock(blocks[-1], classifiers[-1])
     model = MultiExitNet(Backbone(stem, blocks[:-1], head), classifiers[:-1])
-    _init(model)
+    kaiming_init(model)
     model.msdnet_config = cfg
     return model
-
-
-def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)
 
 
 def scale_shapes(model: MultiExitNet, input_size: int) -> List[List[Tuple[int, int, int]]]:
