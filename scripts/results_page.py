@@ -12,6 +12,10 @@ Saved inputs: docs/results/grid/<model>/<cell>-<key>.json (comparison records wr
 `deepsloth grid`; the crafted tensors stay in the run folder), docs/results/transfer/**.json (transfer
 records written by `deepsloth transfer`, its scenarios included) and docs/results/sweeps/<model>.json
 (`deepsloth zoo sweep --json`).
+
+Every table comes from the library (`deepsloth.experiments.report` for the grid, `deepsloth.experiments.studies`
+for the other studies, the same code `deepsloth report` runs); this script keeps this repository's bookkeeping
+(collecting, the queue's order, stale records) and the page: its layout and the texts saying how its runs were made.
 """
 from __future__ import annotations
 
@@ -26,9 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
-from deepsloth.experiments.report import (group_by_model, load_results, summary_row, summary_table, table,  # noqa: E402
-                                         write_report)
-from deepsloth.data import CIFAR10_CLASSES as CIFAR10  # noqa: E402
+from deepsloth.experiments import studies  # noqa: E402
+from deepsloth.experiments.report import group_by_model, load_results, write_report  # noqa: E402
 from deepsloth.experiments.grid import ALL_CELLS  # noqa: E402
 from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
 from deepsloth.precision import native_bf16  # noqa: E402
@@ -60,49 +63,6 @@ def save_sweep(model: str) -> Path:
     return path
 
 
-def headline(models) -> list:
-    """Per model: does the paper's headline shape hold (docs/method.md §8.3)?"""
-    lines = []
-    for name, cells in models.items():
-        by = {rec["cell"]: rec for rec in cells.values()}
-        def red(cell, k="5"):
-            r = by.get(cell)
-            return None if r is None else r["rad"][k]["efficacy_reduction"]
-        parts = []
-        for norm in ("linf", "l2", "l1"):
-            v = red(f"deepsloth-{norm}-sample")
-            if v is not None:
-                parts.append(f"per-sample DeepSloth {norm}: {v * 100:.1f}% ({'>= 90%' if v >= 0.9 else 'BELOW 90%'})")
-        for cell in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal"):
-            v = red(cell)
-            if v is not None:
-                parts.append(f"{cell}: {v * 100:.1f}%")
-        for cell in [c for c in by if c.startswith("deepsloth") and not c.endswith("sample")]:
-            parts.append(f"{cell}: {red(cell) * 100:.1f}%")
-        lines.append(f"- **{name}** (efficacy reduction at RAD 5%): " + "; ".join(parts))
-    return lines
-
-
-def uap_note(models) -> list:
-    """Why UAP barely moves the efficacy: how far it got on its own crafting images."""
-    rows = []
-    for name, cells in models.items():
-        rec = next((r for r in cells.values() if r["cell"] == "uap-linf-universal"), None)
-        if rec is None:
-            continue
-        info, norms = rec["crafting"]["craft"], rec["crafting"]["perturbation_norms"]
-        rows.append(f"{name} {info['fooling_rate'] * 100:.0f}% after {info['passes']} passes (l_inf "
-                    f"{norms['linf']['max'] * 255:.0f}/255, l_2 {norms['l2']['max']:.2f}; final acc "
-                    f"{rec['clean']['final_accuracy'] * 100:.1f}% -> {rec['attacked']['final_accuracy'] * 100:.1f}%)")
-    if not rows:
-        return []
-    return ["UAP, the one universal baseline, changes few predictions at this budget. Its fooling rate on its own "
-            "100 crafting images (docs/method.md §5.1; the target is 80%): " + "; ".join(rows) + ". Its "
-            "perturbation fills the l_inf ball, so the budget is spent. Built from minimal l_2 DeepFool steps, it "
-            "does not push the ICs towards uncertainty, and the efficacy hardly moves, as the paper "
-            "found for accuracy attacks.", ""]
-
-
 def sweeps_section() -> list:
     files = sorted((RESULTS / "sweeps").glob("*.json"))
     if not files:
@@ -127,267 +87,116 @@ def sweeps_section() -> list:
     return out
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{x * 100:.1f}"
-
-
-def transfer_section() -> list:
-    """Black-box transfer tables (docs/method.md §10.2) from saved transfer records."""
-    folder = RESULTS / "transfer"
-    recs = [r for r in load_results(folder) if "transfer" in r] if folder.is_dir() else []
-    if not recs:
-        return []
-
-    def red(r, k):   # (transfer, white-box) efficacy reduction at RAD k%
-        return r["rad"][k]["efficacy_reduction"], r["transfer"]["white_box"][k]["efficacy_reduction"]
-
-    def cells(r):
-        t5, w5 = red(r, "5")
-        t15, w15 = red(r, "15")
-        return (f"{r['rad']['5']['clean']['efficacy']:.3f} | {r['rad']['5']['attacked']['efficacy']:.3f} | "
-                f"{_pct(t5)} | {_pct(w5)} | {_pct(t15)} | {_pct(w15)} | {_pct(r['attacked']['final_accuracy'])}")
-
-    head = ("| clean efficacy | efficacy under transfer | reduction (transfer) | reduction (white-box) | "
-            "reduction @15% (transfer) | @15% (white-box) | victim final acc. under attack |")
-    n = sorted({r["data"]["n"] for r in recs})
-    out = ["## Black-box transfer", "",
-           "Adversarial inputs crafted on a surrogate, evaluated on the victim with the victim's clean-calibrated "
-           "thresholds, next to the white-box reference (the same attack crafted on the victim). Efficacy and its "
-           f"reduction at RAD 5% unless marked; first {', '.join(map(str, n))} test images of the victim; seed 0. "
-           "Collected with `python scripts/results_page.py --collect-transfer runs/transfer`.", ""]
-    write_report(folder, folder, formats=("md", "csv"))
-    out += ["EEC curves of every victim (clean, white-box and transferred attacks; full tables in "
-            "[transfer/tables.md](results/transfer/tables.md)):", "",
-            "![transfer EEC curves](results/transfer/eec_grid.png)", ""]
-    cross = [r for r in recs if "scenario" not in r]
-    if cross:
-        out += ["### Cross-architecture (the two shipped models)", "",
-                "| victim | surrogate | attack " + head, "|" + "---|" * 10]
-        for r in sorted(cross, key=lambda r: (r["transfer"]["victim"]["name"], r["cell"])):
-            t = r["transfer"]
-            out.append(f"| {t['victim']['name']} | {t['surrogate']['name']} | {r['attack']['attack']}-"
-                       f"{r['attack']['norm']}-{r['attack']['scope']} | {cells(r)} |")
-        out.append("")
-    s1 = [r for r in recs if (r.get("scenario") or {}).get("name") == "scenario1"]
-    if s1:
-        v = s1[0]["transfer"]["victim"]
-        out += ["### Scenario 1: surrogates trained on a share of the victim's training data", "",
-                f"Victim: {v['name']} (final accuracy {_pct(v.get('final_accuracy'))}%). Surrogates: "
-                f"{v['arch']} SDNs (CNN then IC-only, fast one-cycle CPU recipe; epochs in the table) on a "
-                "seeded per-class share of CIFAR-10's training split; accuracy on the full test set; training time "
-                "on 2 CPU cores shared with other work.", "",
-                "| data | attack | surrogate final acc. | train images | epochs (CNN+IC) | train min " + head,
-                "|" + "---|" * 13]
-        for r in sorted(s1, key=lambda r: (r["cell"].split(":")[-1], r["scenario"]["fraction_percent"])):
-            st = r["scenario"].get("surrogate_training") or {}
-            out.append(f"| {r['scenario']['fraction_percent']:g}% | {r['attack']['scope']} | "
-                       f"{_pct(st.get('sdn_final_accuracy'))} | {st.get('train_images', '-')} | "
-                       f"{st.get('cnn_epochs', '-')}+{st.get('ic_epochs', '-')} | "
-                       f"{(st.get('train_seconds') or 0) / 60:.0f} | {cells(r)} |")
-        out.append("")
-    names_of = lambda ids: ", ".join(CIFAR10[i] for i in ids)   # noqa: E731
-    s2 = [r for r in recs if (r.get("scenario") or {}).get("name") == "scenario2"]
-    if s2:
-        out += ["### Scenario 2: surrogates trained on other classes", "",
-                f"Victim and surrogates: {s2[0]['transfer']['victim']['arch']} SDNs on c CIFAR-10 classes (fast CPU recipe), the surrogate "
-                "sharing `shared` of the victim's classes (seeded rule of `experiments.transfer.scenario2_subsets`: "
-                "one victim per c). Accuracies on the models' own test classes; the attacks run on the victim's "
-                "test images.", "",
-                "| c | shared | victim classes | surrogate classes | victim acc. | surrogate acc. | attack " + head,
-                "|" + "---|" * 14]
-        for r in sorted(s2, key=lambda r: (r["scenario"]["classes"], r["cell"].split(":")[-1],
-                                           r["scenario"]["shared"])):
-            sc = r["scenario"]
-            out.append(f"| {sc['classes']} | {sc['shared']} | {names_of(sc['victim_classes'])} | "
-                       f"{names_of(sc['surrogate_classes'])} | "
-                       f"{_pct((sc.get('victim_training') or {}).get('sdn_final_accuracy'))} | "
-                       f"{_pct((sc.get('surrogate_training') or {}).get('sdn_final_accuracy'))} | "
-                       f"{r['attack']['scope']} | {cells(r)} |")
-        out.append("")
-    return out
-
-
-ATTACK_COLUMNS = ("clean efficacy | per-sample DeepSloth efficacy | reduction | universal DeepSloth efficacy | "
-                  "reduction | final acc. under PGD")
-
-
-def attack_columns(cells: dict) -> list:
-    """Cells for ATTACK_COLUMNS (RAD 5%) from one model's rows (`deepsloth report`'s per-model summary)."""
-    return summary_table({"": cells})[1][0][3:]
-
-
-def model_rows(folder: Path, first_columns) -> list:
-    """One table row per model under `folder`: `first_columns(name, cells)` then ATTACK_COLUMNS."""
-    rows = []
-    for name, cells in sorted(group_by_model(load_results(folder)).items()):
-        rows.append("| " + " | ".join([name] + first_columns(name, cells) + attack_columns(cells)) + " |")
-    write_report(folder, folder, formats=("md", "csv"))
-    return rows
-
-
-def tiny_section() -> list:
-    """Tiny ImageNet subset models (64x64, 200 classes): accuracy, training time and their grid cells."""
-    folder = RESULTS / "tiny"
-    if not folder.is_dir() or not load_results(folder):
-        return []
-
-    def first(name, cells):
-        m = cells["clean"]["model"]
-        return [_pct(m.get("final_accuracy")),
-                f"{((m.get('train_seconds') or 0) + (m.get('parent_train_seconds') or 0)) / 60:.0f}"]
-    return ["## Tiny ImageNet (shared subset: 100 training images per class)", "",
-            "Short CPU recipe (`deepsloth zoo train ARCH --dataset tinyimagenet --recipe fast --epochs 4 "
-            "--ic-epochs 1`); with 100 images per class the accuracy is low, as expected. Efficacy at RAD 5%. "
-            "Collected with `python scripts/results_page.py --collect-tiny runs/tiny-grid`; full tables: "
-            "[tiny/tables.md](results/tiny/tables.md).", "",
-            f"| model | final acc. (10,000 val images) | training (CPU min, CNN + ICs) | {ATTACK_COLUMNS} |",
-            "|" + "---|" * 9] + model_rows(folder, first) + [""]
-
-
-BUDGET_CHECKS = {   # scope: (intro, the grid cells shown beside the matched-budget runs, the queue steps)
+# This page's own texts for the library's sections (deepsloth.experiments.studies): how its runs were made.
+TRANSFER_TEXT = {
+    "intro": studies.TRANSFER_TEXT["intro"] + " Collected with `python scripts/results_page.py --collect-transfer "
+                                              "runs/transfer`.",
+    "cross": "### Cross-architecture (the two shipped models)",
+    "scenario1": "### Scenario 1: surrogates trained on a share of the victim's training data\n\n"
+                 "Victim: {victim} (final accuracy {victim_accuracy}%). Surrogates: {arch} SDNs (CNN then IC-only, "
+                 "fast one-cycle CPU recipe; epochs in the table) on a seeded per-class share of CIFAR-10's training "
+                 "split; accuracy on the full test set; training time on 2 CPU cores shared with other work.",
+    "scenario2": "### Scenario 2: surrogates trained on other classes\n\n"
+                 "Victim and surrogates: {arch} SDNs on c CIFAR-10 classes (fast CPU recipe), the surrogate sharing "
+                 "`shared` of the victim's classes (seeded rule of `experiments.transfer.scenario2_subsets`: one "
+                 "victim per c). Accuracies on the models' own test classes; the attacks run on the victim's test "
+                 "images.",
+}
+DEFENCE_TEXT = {
+    "intro": "Per model: clean final-exit accuracy and efficacy, efficacy under per-sample and universal DeepSloth "
+             "(l_inf, eps 8/255) with its reduction, and final-exit accuracy under PGD (l_inf, eps 8/255), at RAD 5% "
+             "(thresholds calibrated on each model's own clean images). Collected with "
+             "`python scripts/results_page.py --collect-defence runs/defence`; the runs are the `defence` step of "
+             "`scripts/train_queue.sh`.",
+    "note": "Our budget is smaller than the paper's: a fast single-step PGD-AT backbone (4 epochs warm-started from "
+            "the shipped CNN) and IC terms from 3-step attacks on 30% of the training data for 2 epochs, where the "
+            "paper uses 10-step PGD throughout.",
+}
+PRECISION_TEXT = {
+    "intro": "Some grid cells were crafted in fp32 and others under bf16 autocast (docs/method.md §3.7; the tables "
+             "label them). These cells were crafted again in the other precision, on the same 1,000 images with the "
+             "same seed, to see how far the precision moves the numbers; each pair reads fp32 / bf16. The runs: "
+             "`deepsloth grid --model resnet56_sdn_cifar10 --n 1000 --out runs/amp-check --attacks clean "
+             "pgd-linf-sample deepsloth-linf-universal deepsloth-linf-sample --amp bf16`, collected with "
+             "`python scripts/results_page.py --collect-precision runs/amp-check`.",
+}
+TINY_TEXT = {
+    "heading": "## Tiny ImageNet (shared subset: 100 training images per class)",
+    "intro": "Short CPU recipe (`deepsloth zoo train ARCH --dataset tinyimagenet --recipe fast --epochs 4 "
+             "--ic-epochs 1`); with 100 images per class the accuracy is low, as expected. Efficacy at RAD 5%. "
+             "Collected with `python scripts/results_page.py --collect-tiny runs/tiny-grid`; full tables: "
+             "[tiny/tables.md](results/tiny/tables.md).",
+    "columns": "final acc. (10,000 val images) | training (CPU min, CNN + ICs)",
+}
+BUDGET_NOTE = ("**{name}**: at matched budgets {kind} DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by {l2}% / "
+               "{l1}% (default budgets: {l2_default}% / {l1_default}%; l_inf: {linf}%). The weak l_2 / l_1 rows of the "
+               "grid come from the budgets, not from the attack.")
+BUDGET_CHECKS = {   # scope: (this page's intro, the queue steps that ran the matched-budget runs)
     "universal": ("The grid's universal l_2 and l_1 cells use the per-sample budgets of docs/method.md §5.3 (l_2 "
                   "ending at 0.35, l_1 at 8), far below what the l_inf universal perturbation spends in those norms "
                   "(l_2 1.66, l_1 90). Here the same schedules run with budgets matched to it (everything else "
-                  "default; first 1,000 test images).",
-                  ("deepsloth-linf-universal", "deepsloth-l2-universal", "deepsloth-l1-universal"), ("budget",)),
+                  "default; first 1,000 test images).", ("budget",)),
     "sample": ("Per-sample DeepSloth at its default l_2 / l_1 budgets (l_2 ending at 0.35, l_1 8) is well short of "
                "its l_inf result, because the l_inf ball lets it spend far more: l_2 1.28-1.30 and l_1 63-65 on "
                "average on each of the three SDNs. Here the same schedules run with budgets matched to that (l_2 "
                "starting at 3.67, so that ten decays of 0.9 end at 1.28; l_1 63; everything else default) on the "
                "first 500 test images, "
                "with the thresholds calibrated on the grid's 1,000.",
-               ("deepsloth-linf-sample", "deepsloth-l2-sample", "deepsloth-l1-sample"),
                ("budget-sample", "budget-sample-vgg", "budget-sample-resnet")),
 }
+BUDGET_TEXT = {"tag": " **matched budget**", "sample_note": BUDGET_NOTE,
+               "universal_note": BUDGET_NOTE + " The l_1 perturbation puts its budget on few pixels (see its l_inf), "
+                                               "which also costs final-exit accuracy.",
+               **{scope: intro + " The runs are the " + " / ".join(f"`{s}`" for s in steps)
+                  + f" step{'s' if len(steps) > 1 else ''} of `scripts/train_queue.sh`."
+                  for scope, (intro, steps) in BUDGET_CHECKS.items()}}
+
+
+def _saved(name: str) -> list:
+    """The comparison records saved under docs/results/<name> (none when it does not exist)."""
+    return load_results(RESULTS / name) if (RESULTS / name).is_dir() else []
+
+
+def _with_tables(name: str) -> list:
+    """The records of docs/results/<name>, after writing its full tables (Markdown, CSV) and EEC figure."""
+    recs = _saved(name)
+    if recs:
+        write_report(RESULTS / name, RESULTS / name, formats=("md", "csv"), results=recs)
+    return recs
+
+
+def transfer_section() -> list:
+    """Black-box transfer tables (docs/method.md §10.2) from saved transfer records."""
+    recs = _saved("transfer")
+    if not any("transfer" in r for r in recs):
+        return []
+    return studies.transfer_section(_with_tables("transfer"), TRANSFER_TEXT, figure="results/transfer/eec_grid.png",
+                                    tables="[transfer/tables.md](results/transfer/tables.md)")
+
+
+def tiny_section() -> list:
+    """Tiny ImageNet subset models (64x64, 200 classes): accuracy, training time and their grid cells."""
+    return studies.tiny_section(group_by_model(_with_tables("tiny")), TINY_TEXT) if _saved("tiny") else []
 
 
 def budget_section() -> list:
     """DeepSloth in l_2 / l_1 at budgets matched to what its l_inf version spends in that norm, universal and
     per-sample (records under docs/results/budget/<model>/), next to the grid's default-budget cells."""
-    folder = RESULTS / "budget"
-    probes = load_results(folder) if folder.is_dir() else []
-    out: list = []
-    for scope, (intro, cells, steps) in BUDGET_CHECKS.items():
-        mine_all = [r for r in probes if r["cell"] in cells]
-        if not mine_all:
-            continue
-        kind = "universal" if scope == "universal" else "per-sample"
-        out += [f"## Budget check: {kind} DeepSloth in l_2 and l_1",
-                "", intro + " The runs are the " + " / ".join(f"`{s}`" for s in steps)
-                + f" step{'s' if len(steps) > 1 else ''} of `scripts/train_queue.sh`.", "",
-                "| model | attack | images | eps (start) | achieved l_inf / l_2 / l_1 | efficacy @5 | reduction % @5 | "
-                "reduction % @15 | final acc % |", "|" + "---|" * 9]
-        notes: list = []   # one summary per model, after the table (a paragraph inside it would split the table)
-        for name in sorted({r["model"]["name"] for r in mine_all}):
-            grid = [r for r in load_results(RESULTS / "grid" / name) if r["cell"] in cells] \
-                if (RESULTS / "grid" / name).is_dir() else []
-            mine = [r for r in mine_all if r["model"]["name"] == name]
-            for r in sorted(grid, key=lambda r: cells.index(r["cell"])) + sorted(mine, key=lambda r: r["cell"]):
-                n = r["norms"]
-                tag = "" if r in grid else " **matched budget**"
-                out.append(f"| {name} | {r['label']}{tag} | {r['data']['n']:,} | {r['attack']['params']['eps']:.3g} | "
-                           f"{n['linf']['mean']:.3f} / {n['l2']['mean']:.2f} / {n['l1']['mean']:.1f} | "
-                           f"{r['rad']['5']['attacked']['efficacy']:.3f} | "
-                           f"{_pct(r['rad']['5']['efficacy_reduction'])} | "
-                           f"{_pct(r['rad']['15']['efficacy_reduction'])} | {_pct(r['attacked']['final_accuracy'])} |")
-            red = lambda rs, cell: next((_pct(r["rad"]["5"]["efficacy_reduction"]) for r in rs   # noqa: E731
-                                         if r["cell"] == cell), None)
-            if not (all(red(rs, c) for rs in (grid, mine) for c in cells[1:]) and red(grid, cells[0])):
-                continue
-            notes += ["", f"**{name}**: at matched budgets {kind} DeepSloth in l_2 / l_1 cuts the efficacy at RAD 5% by "
-                      f"{red(mine, cells[1])}% / {red(mine, cells[2])}% (default budgets: {red(grid, cells[1])}% / "
-                      f"{red(grid, cells[2])}%; l_inf: {red(grid, cells[0])}%). The weak l_2 / l_1 rows of the grid "
-                      "come from the budgets, not from the attack."
-                      + (" The l_1 perturbation puts its budget on few pixels (see its l_inf), which also costs "
-                         "final-exit accuracy." if scope == "universal" else "")]
-        out += notes + [""]
-    return out
-
-
-def _precision(rec: dict) -> str:
-    return ((rec.get("attack") or {}).get("params") or {}).get("amp") or "fp32"
+    return studies.budget_section(_saved("budget"), _saved("grid"), BUDGET_TEXT)
 
 
 def precision_section() -> list:
     """Grid cells crafted again in the other precision (records under docs/results/precision/<model>/), each
     beside the grid's own cell: how far bf16 autocast moves the numbers."""
-    folder = RESULTS / "precision"
-    recs = [r for r in load_results(folder) if r["cell"] != "clean"] if folder.is_dir() else []
-    rows, gaps = [], []
-    for r in sorted(recs, key=lambda r: (r["model"]["name"], ALL_CELLS.index(r["cell"]))):
-        grid = RESULTS / "grid" / r["model"]["name"]
-        twin = next((g for g in (load_results(grid) if grid.is_dir() else [])
-                     if g["cell"] == r["cell"] and _precision(g) != _precision(r)), None)
-        if twin is None:
-            continue
-        pair = sorted((twin, r), key=lambda x: _precision(x) != "fp32")   # fp32 first
-        gaps.append(abs(pair[0]["rad"]["5"]["efficacy_reduction"] - pair[1]["rad"]["5"]["efficacy_reduction"]))
-        both = lambda f: " / ".join(f(x) for x in pair)   # noqa: E731
-        rows.append(f"| {r['model']['name']} | {r['cell']} | {both(_precision)} | "
-                    f"{both(lambda x: _pct(x['attacked']['final_accuracy']))} | "
-                    f"{both(lambda x: format(x['rad']['5']['attacked']['efficacy'], '.3f'))} | "
-                    f"{both(lambda x: _pct(x['rad']['5']['efficacy_reduction']))} | "
-                    f"{both(lambda x: _pct(x['rad']['15']['efficacy_reduction']))} |")
-    if not rows:
-        return []
-    return ["## Precision check: fp32 and bf16 autocast", "",
-            "Some grid cells were crafted in fp32 and others under bf16 autocast (docs/method.md §3.7; the tables "
-            "label them). These cells were crafted again in the other precision, on the same 1,000 images with the "
-            "same seed, to see how far the precision moves the numbers; each pair reads fp32 / bf16. The runs: "
-            "`deepsloth grid --model resnet56_sdn_cifar10 --n 1000 --out runs/amp-check --attacks clean "
-            "pgd-linf-sample deepsloth-linf-universal deepsloth-linf-sample --amp bf16`, collected with "
-            "`python scripts/results_page.py --collect-precision runs/amp-check`.", "",
-            "| model | cell | precision | final acc % | efficacy @5 | reduction % @5 | reduction % @15 |",
-            "|" + "---|" * 7] + rows + [
-            "", f"The largest gap in the efficacy reduction at RAD 5% is {100 * max(gaps):.1f} points.", ""]
+    return studies.precision_section(_saved("precision"), _saved("grid"), PRECISION_TEXT)
 
 
 def defence_section() -> list:
     """Adversarial training against slowdown (docs/method.md §10.3): one row per model."""
-    folder = RESULTS / "defence"
-    if not folder.is_dir() or not load_results(folder):
+    if not _saved("defence"):
         return []
-
-    def first(name, cells):
-        return summary_table({name: cells})[1][0][1:3]
-    return ["## Adversarial training against slowdown", "",
-            "Per model: clean final-exit accuracy and efficacy, efficacy under per-sample and universal DeepSloth "
-            "(l_inf, eps 8/255) with its reduction, and final-exit accuracy under PGD (l_inf, eps 8/255), at RAD 5% "
-            "(thresholds calibrated on each model's own clean images). Collected with "
-            "`python scripts/results_page.py --collect-defence runs/defence`; the runs are the `defence` step of "
-            "`scripts/train_queue.sh`. Full tables: [defence/tables.md](results/defence/tables.md).", "",
-            f"| model | training | clean final acc. | {ATTACK_COLUMNS} |", "|" + "---|" * 9] + \
-        model_rows(folder, first) + [""] + defence_shape(folder)
-
-
-def defence_shape(folder: Path) -> list:
-    """The defence table against the paper's finding, from the same records (docs/method.md §10.3)."""
-    models = group_by_model(load_results(folder))
-    rows = {n: summary_row(c) for n, c in models.items() if "clean" in c}
-    at = {n: r for n, r in rows.items() if models[n]["clean"]["model"].get("parent_adversarial")
-          or models[n]["clean"]["model"].get("adversarial")}
-    plain = {n: r for n, r in rows.items() if n not in at}
-    if not at or not plain or any(r["sample_reduction"] is None for r in rows.values()):
-        return []
-    def rng(key, scale=1, fmt="{:.3f}"):
-        lo, hi = (fmt.format(f(r[key] * scale for r in at.values())) for f in (min, max))
-        return lo if lo == hi else f"{lo}-{hi}"
-    spread = max(r["sample_reduction"] for r in at.values()) - min(r["sample_reduction"] for r in at.values())
-    base_name, base = next(iter(plain.items()))
-    return ["**Against the paper's finding** (RAD 5%): the adversarially trained models keep "
-            f"{rng('clean_final_accuracy', 100, '{:.1f}')}% clean final accuracy ({base_name}: "
-            f"{base['clean_final_accuracy'] * 100:.1f}%) and clean efficacy {rng('clean_efficacy')} "
-            f"({base['clean_efficacy']:.3f}); per-sample DeepSloth still cuts their efficacy by "
-            f"{rng('sample_reduction', 100, '{:.1f}')}% ({base['sample_reduction'] * 100:.1f}%), universal DeepSloth by "
-            f"{rng('universal_reduction', 100, '{:.1f}')}% ({base['universal_reduction'] * 100:.1f}%), and PGD leaves "
-            f"{rng('pgd_final_accuracy', 100, '{:.1f}')}% final accuracy ({base['pgd_final_accuracy'] * 100:.1f}%). "
-            "So adversarial training protects against DeepSloth only in part, at a cost in clean accuracy and "
-            "efficacy, as the paper found (its VGG16-BN AT models: about 75% final accuracy, clean efficacy "
-            "0.53-0.74). " + (f"The adversarial IC terms move the per-sample reduction by at most {spread * 100:.1f} "
-                               "points between the models: the backbone's robustness does most of the work. "
-                               if spread < 0.10 else "") + "Our budget is smaller than the paper's: a fast single-step "
-            "PGD-AT backbone (4 epochs warm-started from the shipped CNN) and IC terms from 3-step attacks "
-            "on 30% of the training data for 2 epochs, where the paper uses 10-step PGD throughout.", ""]
+    return studies.defence_section(group_by_model(_with_tables("defence")), DEFENCE_TEXT,
+                                   tables="[defence/tables.md](results/defence/tables.md)")
 
 
 CHEAP = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
@@ -530,7 +339,7 @@ def main() -> None:
              "CIFAR-10 JPEG copy (docs/method.md §1.3).", ""]
     grid = RESULTS / "grid"
     if grid.is_dir() and load_results(grid):
-        written = write_report(grid, grid, formats=("md", "tex", "csv"))
+        write_report(grid, grid, formats=("md", "tex", "csv"))
         models = group_by_model(load_results(grid))
         lines += ["## Attack grid", "",
                   "First 1,000 CIFAR-10 test images, default hyper-parameters of docs/method.md §5, seed 0, thresholds "
@@ -540,7 +349,7 @@ def main() -> None:
                   "[grid/tables.tex](results/grid/tables.tex).", "",
                   (grid / "tables.md").read_text(), "One row per model at RAD 5% (`deepsloth report`'s summary):", "",
                   (grid / "summary.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
-                  "### The paper's headline shape", ""] + headline(models) + [""] + uap_note(models)
+                  "### The paper's headline shape", ""] + studies.headline(models) + [""] + studies.uap_note(models)
         missing = {name: missing_cells(saved_cells(grid / name), ["clean", *ALL_CELLS])
                    for name in sorted(set(models) | {*SHIPPED, VGG})}
         if any(missing.values()):

@@ -1,6 +1,7 @@
-"""scripts/results_page.py: records made on a zoo model's earlier weights are recognised as stale."""
+"""scripts/results_page.py: stale records, the queue order, and each section as committed."""
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +142,31 @@ def test_precision_section_pairs_each_cell_with_its_grid_twin_in_the_other_preci
     (tmp_path / "grid" / name / "pgd-linf-sample-0.json").unlink()
     (tmp_path / "grid" / name / "deepsloth-linf-sample-1.json").unlink()
     assert page.precision_section() == []
+
+
+def test_page_sections_come_out_as_committed(tmp_path, monkeypatch):
+    """Each study's section, rendered by the library (deepsloth.experiments.studies) with this page's texts, is
+    the committed docs/results.md's, line for line (the tables written next to the records are left out here)."""
+    page = _page()
+    for study in ("grid", "transfer", "defence", "budget", "precision", "tiny"):
+        shutil.copytree(ROOT / "docs" / "results" / study, tmp_path / study,
+                        ignore=shutil.ignore_patterns("tables.*", "summary.*", "*.png"))
+    monkeypatch.setattr(page, "RESULTS", tmp_path)
+    tables = []
+    monkeypatch.setattr(page, "write_report", lambda folder, out, formats, results: tables.append(Path(folder).name))
+    committed = (ROOT / "docs" / "results.md").read_text().split("\n")
+    for render, heading in ((page.budget_section, "## Budget check: universal DeepSloth in l_2 and l_1"),
+                            (page.precision_section, "## Precision check: fp32 and bf16 autocast"),
+                            (page.transfer_section, "## Black-box transfer"),
+                            (page.defence_section, "## Adversarial training against slowdown"),
+                            (page.tiny_section, "## Tiny ImageNet (shared subset: 100 training images per class)")):
+        lines = render()
+        start = committed.index(heading)
+        assert lines[0] == heading and committed[start:start + len(lines)] == lines, heading
+        assert committed[start + len(lines)].startswith("## "), heading   # nothing of the section left out
+    assert tables == ["transfer", "defence", "tiny"]
+    # the budget section holds both checks, each table with the grid's cells first
+    budget = page.budget_section()
+    assert sum(line.startswith("## Budget check") for line in budget) == 2
+    assert ("| mobilenet_sdn_cifar10 | DeepSloth (universal, l_1) **matched budget** | 1,000 | 90 | "
+            "0.628 / 4.67 / 82.5 | 0.539 | 31.8 | 14.4 | 52.1 |") in budget

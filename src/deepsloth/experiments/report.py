@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import DeepslothError
+from ..errors import DeepslothError, DeepslothWarning
 from ..io import atomic_path, read_json
 from .compare import FORMAT
 
@@ -27,8 +28,12 @@ ORDER = ["clean", "pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample
 FORMATS = ("md", "tex", "csv")
 
 
-def load_results(folder: Path | str) -> List[Dict[str, Any]]:
-    """Every comparison record under `folder` (recursively), in a stable order."""
+def load_results(folder: Path | str, skipped: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Every comparison record under `folder` (recursively), in a stable order.
+
+    A JSON file that cannot be read (truncated, not JSON, too large or deep) is skipped: its one-line
+    reason, which names the file, goes to `skipped` when a list is given, else into a `DeepslothWarning`.
+    Readable JSON of another format (a model.json, an attack record) is left out silently."""
     folder = Path(folder)
     if not folder.exists():
         raise DeepslothError(f"no such folder: {folder}")
@@ -39,12 +44,40 @@ def load_results(folder: Path | str) -> List[Dict[str, Any]]:
             continue
         try:
             rec = read_json(f)
-        except DeepslothError:
+        except DeepslothError as exc:
+            why = str(exc).splitlines()[0] if str(exc) else f"{f} is not readable JSON"
+            if skipped is None:
+                warnings.warn(f"skipping a result file: {why}", DeepslothWarning, stacklevel=2)
+            else:
+                skipped.append(why)
             continue
         if isinstance(rec, dict) and rec.get("format") == FORMAT:
+            missing = _missing_fields(rec)
+            if missing:
+                why = f"{f} is a comparison record without {missing}"
+                if skipped is None:
+                    warnings.warn(f"skipping a result file: {why}", DeepslothWarning, stacklevel=2)
+                else:
+                    skipped.append(why)
+                continue
             rec["_file"] = str(f)
             out.append(rec)
     return out
+
+
+def _missing_fields(rec: Dict[str, Any]) -> Optional[str]:
+    """What a comparison record lacks of what the tables read (None: nothing)."""
+    if not isinstance(rec.get("cell"), str):
+        return "its cell"
+    if not isinstance(rec.get("model"), dict) or not isinstance(rec["model"].get("name"), str):
+        return "its model's name"
+    for key in ("data", "rad", "clean"):
+        if not isinstance(rec.get(key), dict):
+            return f"its {key!r} object"
+    for k, row in rec["rad"].items():
+        if not isinstance(row, dict) or not all(isinstance(row.get(f), dict) for f in ("clean", "attacked")):
+            return f"the clean and attacked rows of RAD {k}"
+    return None
 
 
 def _order(cell: str) -> Tuple[int, str]:
@@ -276,9 +309,10 @@ RENDER = {"md": render_markdown, "tex": render_latex, "csv": render_csv}
 
 
 def write_report(folder: Path | str, out: Optional[Path | str] = None, formats: Sequence[str] = FORMATS,
-                 figure: bool = True) -> Dict[str, str]:
-    """Write tables.<fmt> (and eec_grid.png) for every comparison under `folder`; returns the paths."""
-    results = load_results(folder)
+                 figure: bool = True, results: Optional[Sequence[Dict[str, Any]]] = None) -> Dict[str, str]:
+    """Write tables.<fmt>, summary.<fmt> (and eec_grid.png) for every comparison under `folder` (or for
+    `results`, when given: records `load_results` returned); returns the paths."""
+    results = load_results(folder) if results is None else results
     if not results:
         raise DeepslothError(f"no comparison results under {folder} (run `deepsloth grid` or `deepsloth attack`)")
     models = group_by_model(results)
