@@ -202,7 +202,7 @@ def defence_section() -> list:
 CHEAP = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
          "deepsloth-linf-class", "deepsloth-l1-universal", "deepsloth-l2-universal")
 SHIPPED = ("resnet56_sdn_cifar10", "mobilenet_sdn_cifar10")
-VGG = "vgg16bn_sdn_cifar10"   # its grid is issue 15's, run by the vgg-grid step
+VGG = "vgg16bn_sdn_cifar10"   # its grid is run by the vgg-grid step
 # the queue's order for a model's grid (scripts/train_queue.sh): the cheap cells, then the per-sample l_1 / l_2
 # ones (the headline's other norms), then the rest; on the MobileNet the last six took 30 (l_1 sample), 33 (PGD-max),
 # 66 (l_2 sample), 47 (l_1 class) and 94 (UAP) CPU minutes
@@ -282,7 +282,7 @@ def todo() -> list:
     order = list(steps)
     if not native_bf16("cpu"):
         # without native bf16 (an AVX2-only CPU) the VGG16-BN steps run in fp32, over twice as long (a CNN
-        # stage no longer fits one session); the shipped models' fp32 cells lose nothing there, so they go first
+        # stage no longer fits one sitting); the shipped models' fp32 cells lose nothing there, so they go first
         order.remove("grid-expensive")
         order.insert(order.index("vgg"), "grid-expensive")
     return [k for k in order if not steps[k]]

@@ -5,7 +5,7 @@
 #
 # Without arguments it runs, in order, every step whose results are not yet saved under
 # docs/results/ (`python scripts/results_page.py --todo` lists them). Each step is sized to finish
-# within one 3-hour session on 2 CPU cores, because runs/ does not outlive a session's machine;
+# within a few hours on 2 CPU cores, because runs/ does not outlive the machine it ran on;
 # at its end the step copies its small result files into docs/results/ (commit them). Inside a
 # step everything resumes: finished grid cells are skipped, per-sample cells keep their finished
 # batches, training resumes per epoch and finished training stages are reused.
@@ -41,37 +41,37 @@ seed_grid() {   # cells already saved in docs/results/grid are copied into runs/
   mkdir -p runs/grid && cp -rn docs/results/grid/*/ runs/grid/ 2>/dev/null; true
 }
 
-# issue 17: cross-architecture transfer between the shipped models, both directions (~25 min)
+# cross-architecture transfer between the shipped models, both directions (~25 min)
 step_transfer() {
   run deepsloth transfer --surrogate $M --victim $R --n 500 --out runs/transfer --device cpu
   run deepsloth transfer --surrogate $R --victim $M --n 500 --out runs/transfer --device cpu
   page --collect-transfer runs/transfer
 }
-# issue 17: scenario 2, c = 5 classes sharing 0, 2 or 4 with the victim (MobileNet, short recipe; ~60 min)
+# scenario 2, c = 5 classes sharing 0, 2 or 4 with the victim (MobileNet, short recipe; ~60 min)
 step_scenario2() {
   run deepsloth transfer scenario2 --arch mobilenet --classes 5 --shared 0 2 4 --epochs 5 --ic-epochs 1 \
       --n 500 --out runs/transfer --device cpu
   page --collect-transfer runs/transfer
 }
-# issue 17: scenario 1, MobileNet surrogates on 10/25/50/100% of the data against the shipped one (~60 min)
+# scenario 1, MobileNet surrogates on 10/25/50/100% of the data against the shipped one (~60 min)
 step_scenario1() {
   run deepsloth transfer scenario1 --victim $M --arch mobilenet --fractions 10 25 50 100 --epochs 5 --ic-epochs 1 \
       --n 500 --out runs/transfer --device cpu
   page --collect-transfer runs/transfer
 }
-# issue 17: internal representations of 500 test cats on the shipped ResNet-56 SDN (~10 min)
+# internal representations of 500 test cats on the shipped ResNet-56 SDN (~10 min)
 step_represent() {
   run deepsloth represent --model $R --class 3 --n 500 --out runs/represent --device cpu && \
     rm -rf docs/results/represent && mkdir -p docs/results/represent && \
     for f in represent.json summary.png images.png exit-01.png exit-20.png exit-28.png; do
       cp runs/represent/$f docs/results/represent/; done
 }
-# issue 13: the cheap cells of the attack grid on both shipped models
+# the cheap cells of the attack grid on both shipped models
 step_grid-cheap() {
   seed_grid
   for m in $R $M; do run $GRID $m --attacks $CHEAP; page --collect runs/grid; done
 }
-# issue 15: the VGG16-BN SDN (12 + 2 epochs, about 10 min per CNN epoch; the whole session), installed fp16.
+# the VGG16-BN SDN (12 + 2 epochs, about 10 min per CNN epoch), installed fp16.
 # Once shipped but below 90%: one more CNN stage continuing the shipped model's backbone (20 one-cycle epochs at
 # lr 0.05 with cutout 16 under --amp auto: about 100 min on an AMX CPU, 220 in fp32 elsewhere; the stages so far are
 # in models/zoo_recipes.py: after # 12 + 10 + 10 epochs without cutout it was at 88.4%, training accuracy 96.8%), new ICs (2 epochs),
@@ -94,7 +94,7 @@ step_vgg() {
 load_dataset; from deepsloth.experiments.zoo import install; install(Path('runs/vgg-more/sdn-next'), '$V', 'float16', \
 test_set=load_dataset('cifar10', 'test'))" && run python scripts/results_page.py --prune-stale --sweep $V
 }
-# issue 15: Tiny ImageNet subset models (short recipe) and the grid's main cells on each; an arch whose cells are
+# Tiny ImageNet subset models (short recipe) and the grid's main cells on each; an arch whose cells are
 # saved already is skipped. Then an audit of the MobileNet one, its report kept in docs/results/tiny-audit
 TINY_CELLS="clean pgd-linf-sample deepsloth-linf-sample deepsloth-linf-universal"
 tiny_saved() { for c in $TINY_CELLS; do ls docs/results/tiny/$1-sdn/$c-*.json >/dev/null 2>&1 || return 1; done; }
@@ -115,7 +115,7 @@ step_tiny() {
       mkdir -p docs/results/tiny-audit && cp runs/tiny-audit/report.md runs/tiny-audit/report.json docs/results/tiny-audit/
   fi
 }
-# issue 16: the defence study on MobileNet: a PGD-trained CNN warm-started from the shipped backbone
+# the defence study on MobileNet: a PGD-trained CNN warm-started from the shipped backbone
 # (fast single-step AT), then IC-only training on it, undefended and with each adversarial term
 # (3-step attacks of 3/255 from a random start, on a fixed seeded 30% of the training data), each attacked on 500
 # test images
@@ -125,7 +125,7 @@ step_defence() {
   for adv in none pgd pgd-avg deepsloth mixed pgd-max; do
     extra=(); [ "$adv" != none ] && extra=(--adv "$adv" --adv-steps 3 --adv-step-size 3/255)
     # PGD-max runs one chain per exit (about 20 forward/backward passes per input for 14 exits): a quarter of
-    # each batch gets an adversarial version, to keep it within the session
+    # each batch gets an adversarial version, to keep it within a few hours
     [ "$adv" = pgd-max ] && extra+=(--adv-share 0.25)
     run deepsloth train --arch mobilenet --mode ic-only --from runs/at/mobilenet-cnn-pgdat --recipe fast --epochs 2 \
         --data-fraction 0.3 "${extra[@]}" --out runs/at/mobilenet-ic-$adv --resume --device cpu
@@ -137,8 +137,8 @@ step_defence() {
       --attacks clean pgd deepsloth-linf-sample deepsloth-linf-universal
   page --collect-defence runs/defence
 }
-# issue 13: the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class).
-# Several sessions: each finished cell is saved at once, so a rerun starts from the missing ones; in runs/grid a
+# the expensive cells (hundreds of steps per input, K chains for PGD-max, a universal attack per class).
+# Several runs: each finished cell is saved at once, so a rerun starts from the missing ones; in runs/grid a
 # per-sample cell keeps its finished batches, a class-universal one its finished classes, UAP its last finished
 # pass. The ResNet-56 goes first: its per-sample l_1 / l_2 cells decided the headline on that model.
 step_grid-expensive() {
@@ -146,7 +146,7 @@ step_grid-expensive() {
   for cell in $(missing $R); do run $GRID $R --attacks $cell --amp auto; page --collect runs/grid; done
   for cell in $(missing $M); do run $GRID $M --attacks $cell; page --collect runs/grid; done
 }
-# issues 13 + 15: the rest of the grid on the VGG16-BN SDN (its first five cells were crafted in fp32)
+# the rest of the grid on the VGG16-BN SDN (its first five cells were crafted in fp32)
 step_vgg-grid() {
   seed_grid
   for cell in $(missing vgg16bn_sdn_cifar10); do
@@ -154,7 +154,7 @@ step_vgg-grid() {
   done
 }
 
-# issue 13: why universal DeepSloth in l_2 / l_1 is weak: the same schedules with budgets matched to what the l_inf
+# why universal DeepSloth in l_2 / l_1 is weak: the same schedules with budgets matched to what the l_inf
 # universal perturbation spends in that norm (l_2 1.67, l_1 90), on the MobileNet (about 11 + 6 CPU min alone)
 step_budget() {
   # l_2: the budget decays by 0.9 ten times (x0.349), so a starting eps of 4.8 ends at 1.67
@@ -162,12 +162,12 @@ step_budget() {
   run deepsloth attack --model $M --attack deepsloth-l1-universal --eps 90 --n 1000 --device cpu --out runs/probe
   page --collect-budget runs/probe
 }
-# issue 13: why per-sample DeepSloth in l_2 / l_1 falls short of l_inf (46.7% / 72.8% vs 98.0% on the MobileNet): the
+# why per-sample DeepSloth in l_2 / l_1 falls short of l_inf (46.7% / 72.8% vs 98.0% on the MobileNet): the
 # same schedules with budgets matched to what the per-sample l_inf attack spends in that norm (l_2 1.28 on average:
 # a start of 3.67 decays to 1.28; l_1 63), first 500 test images, thresholds from the grid's 1,000 (about 17 + 33 CPU min)
 budget_sample() {   # MODEL [attack options]
   local model=$1 attack eps; shift
-  for a in "l1-sample 63" "l2-sample 3.67"; do   # a run saved in an earlier session is not repeated
+  for a in "l1-sample 63" "l2-sample 3.67"; do   # a run saved earlier is not repeated
     read -r attack eps <<< "$a"
     ls docs/results/budget/$model/deepsloth-$attack-*.json >/dev/null 2>&1 && continue
     run deepsloth attack --model $model --attack deepsloth-$attack --eps $eps --n 500 --calib-n 1000 --device cpu \
@@ -182,8 +182,8 @@ step_budget-sample-vgg() { budget_sample vgg16bn_sdn_cifar10 --amp auto; }
 # and on the ResNet-56 SDN, whose per-sample l_inf attack spends the same too (l_2 1.30, l_1 65)
 step_budget-sample-resnet() { budget_sample $R --amp auto; }
 
-# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 8 one-cycle epochs of about 8 CPU min each (one
-# session; runs/ does not outlive it), installed into the package zoo (fp16) when finished
+# MSDNet (docs/method.md §2.4): joint training of its 7 exits, 8 one-cycle epochs of about 8 CPU min each (runs/
+# does not outlive the machine: one sitting), installed into the package zoo (fp16) when finished
 step_msdnet() {
   [ -f src/deepsloth/zoo/msdnet_cifar10/model.json ] || \
     run deepsloth zoo train msdnet --out runs/msdnet_cifar10 --device cpu --install

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real CIFAR-10 archives from ../shared/data, imported once per session."""
+"""Shared fixtures: the real CIFAR-10 archives beside the checkout (shared/data), imported once per test session."""
 from __future__ import annotations
 
 from pathlib import Path

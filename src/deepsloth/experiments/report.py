@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import DeepslothError, DeepslothWarning
 from ..io import atomic_path, read_json
 from .compare import FORMAT
+from .grid import ALL_CELLS
 
-ORDER = ["clean", "pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal"] + [
-    f"deepsloth-{n}-{s}" for n in ("linf", "l2", "l1") for s in ("sample", "universal", "class")]
+ORDER = ["clean", *ALL_CELLS]   # the paper's table order
 FORMATS = ("md", "tex", "csv")
 
 
