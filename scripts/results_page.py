@@ -202,6 +202,7 @@ def defence_section() -> list:
 CHEAP = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
          "deepsloth-linf-class", "deepsloth-l1-universal", "deepsloth-l2-universal")
 SHIPPED = ("resnet56_sdn_cifar10", "mobilenet_sdn_cifar10")
+MSDNET = "msdnet_cifar10"
 VGG = "vgg16bn_sdn_cifar10"   # its grid is run by the vgg-grid step
 # the queue's order for a model's grid (scripts/train_queue.sh): the cheap cells, then the per-sample l_1 / l_2
 # ones (the headline's other norms), then the rest; on the MobileNet the last six took 30 (l_1 sample), 33 (PGD-max),
@@ -278,6 +279,13 @@ def todo() -> list:
         # and on the ResNet-56 SDN, whose per-sample l_1 cell (87.9%) also falls short of 90% (about 30 CPU min)
         "budget-sample-resnet": matched(SHIPPED[0]),
         "budget": matched(SHIPPED[1], "universal"),
+        # MSDNet: its zoo model (joint training), then its grid and clean sweep, then transfer to and from the
+        # ResNet-56 SDN
+        "msdnet": (ROOT / "src" / "deepsloth" / "zoo" / MSDNET / "model.json").is_file(),
+        "msdnet-grid": all_cells <= saved_cells(RESULTS / "grid" / MSDNET)
+        and (RESULTS / "sweeps" / f"{MSDNET}.json").is_file(),
+        "msdnet-transfer": len([r for r in tr if "scenario" not in r and "transfer" in r and MSDNET in
+                                (r["transfer"]["surrogate"]["name"], r["transfer"]["victim"]["name"])]) >= 4,
     }
     order = list(steps)
     if not native_bf16("cpu"):

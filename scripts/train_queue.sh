@@ -188,6 +188,23 @@ step_msdnet() {
   [ -f src/deepsloth/zoo/msdnet_cifar10/model.json ] || \
     run deepsloth zoo train msdnet --out runs/msdnet_cifar10 --device cpu --install
 }
+# the grid on the MSDNet (cheap cells first, then the rest in the queue's order) and its clean sweep
+step_msdnet-grid() {
+  local D=msdnet_cifar10
+  seed_grid
+  run $GRID $D --attacks $CHEAP; page --collect runs/grid
+  for cell in $(missing $D); do run $GRID $D --attacks $cell; page --collect runs/grid; done
+  [ -f docs/results/sweeps/$D.json ] || page --sweep $D
+}
+# cross-family transfer between the MSDNet and the ResNet-56 SDN, both directions (per-sample and universal l_inf)
+step_msdnet-transfer() {
+  for pair in "msdnet_cifar10 $R" "$R msdnet_cifar10"; do
+    read -r s v <<< "$pair"
+    run deepsloth transfer --surrogate $s --victim $v --attacks deepsloth-linf-sample deepsloth-linf-universal \
+        --n 1000 --out runs/transfer --device cpu
+  done
+  page --collect-transfer runs/transfer
+}
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)
