@@ -74,19 +74,24 @@ def test_import_real_tinyimagenet_subset(tmp_path):
     assert tr.images.float().mean() > 10 and te.images.float().mean() > 10
 
 
+def _synthetic_cache(root, name, size, n, n_test, classes, seed):
+    """A cached `name` dataset of n synthetic train images (labels cycling over the classes) and the first
+    n_test of them as its test split: (the train split, the bytes of its cache file)."""
+    from deepsloth.data.cache import write_dataset
+    g = torch.Generator().manual_seed(seed)
+    train = (torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8), torch.arange(n) % len(classes))
+    write_dataset(name, root, {"train": train, "test": (train[0][:n_test], train[1][:n_test])}, classes, "synthetic")
+    return train, (root / name / "train.safetensors").read_bytes()
+
+
 def test_real_test_zip_import_keeps_the_cached_train_split(tmp_path, capsys):
     """The reported bug on the real archive: `data import cifar10 cifar10-jpeg-test.zip` after a full import
     must replace the test split only. The cached train split here is synthetic (decoding the real 50,000
     train images would add a minute); it must come through byte for byte."""
     _need(CIFAR_TEST)
     from deepsloth.cli.main import main
-    from deepsloth.data.cache import write_dataset
     root = tmp_path / "cache"
-    g = torch.Generator().manual_seed(0)
-    train = (torch.randint(0, 256, (50, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(50) % 10)
-    write_dataset("cifar10", root, {"train": train, "test": (train[0][:10], train[1][:10])}, CIFAR10_CLASSES,
-                  "synthetic")
-    before = (root / "cifar10" / "train.safetensors").read_bytes()
+    train, before = _synthetic_cache(root, "cifar10", 32, 50, 10, CIFAR10_CLASSES, seed=0)
     assert main(["data", "import", "cifar10", str(CIFAR_TEST), "--data-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("imported cifar10: 50 train / 10000 test images, 10 classes")
@@ -101,15 +106,10 @@ def test_real_test_zip_import_keeps_the_cached_train_split(tmp_path, capsys):
 def test_real_tinyimagenet_one_split_import_keeps_the_other(tmp_path):
     """`--split test` on the real subset (which holds both splits) replaces only the test split."""
     _need(TINY)
-    from deepsloth.data.cache import write_dataset
     with zipfile.ZipFile(TINY) as z:
         wnids = z.read("tiny-imagenet-200/wnids.txt").decode().split()
     root = tmp_path / "cache"
-    g = torch.Generator().manual_seed(1)
-    train = (torch.randint(0, 256, (400, 3, 64, 64), generator=g, dtype=torch.uint8), torch.arange(400) % 200)
-    write_dataset("tinyimagenet", root, {"train": train, "test": (train[0][:200], train[1][:200])}, wnids,
-                  "synthetic")
-    before = (root / "tinyimagenet" / "train.safetensors").read_bytes()
+    train, before = _synthetic_cache(root, "tinyimagenet", 64, 400, 200, wnids, seed=1)
     import_tinyimagenet(TINY, root, splits=["test"])
     assert (root / "tinyimagenet" / "train.safetensors").read_bytes() == before
     te = load_dataset("tinyimagenet", "test", root)
