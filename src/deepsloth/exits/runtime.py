@@ -11,6 +11,9 @@ How it runs:
   stops as soon as the policy fires. With batch size 1 this is the deployment setting.
   With a larger batch, inputs whose exit fired are answered and dropped from the batch, and
   the rest continue with a smaller batch.
+* A model with exits attached by `attach_exits` (`deepsloth.models.attach`): the backbone runs
+  with hooks at its exit points; inputs whose exit fired are dropped from the batch flowing on,
+  and the forward ends when none is left.
 * Any other multi-exit model (only `forward(x) -> list of exit logits` is known): the runner
   cannot stop inside an opaque forward, so it runs the full forward and applies the policy
   to all exits. Predictions and exit indices are still right; wall-clock times then are
@@ -36,7 +39,8 @@ import torch
 from torch import nn
 
 from ..models.fold import fold_batchnorm
-from ..models.sdn import select_rows
+from ..models.attach import AttachedExits
+from ..models.sdn import MultiExitNet, select_rows
 from ..progress import progress
 from .forward import ExitOutputs, as_exit_list, to_float01
 from .policies import ExitPolicy, check_threshold, exit_stats, first_firing, make_policy
@@ -48,8 +52,10 @@ def _sync(device: torch.device) -> None:
 
 
 def supports_early_exit(model: nn.Module) -> bool:
-    """True for models the runner can stop early (the `MultiExitNet` layout and forward)."""
-    from ..models.sdn import MultiExitNet
+    """True for models the runner can stop early: the `MultiExitNet` layout and forward, or a model
+    with exits attached by `attach_exits`."""
+    if isinstance(model, AttachedExits):
+        return type(model).forward is AttachedExits.forward
     return (isinstance(model, MultiExitNet) and type(model).forward is MultiExitNet.forward
             and len(model.ics) == len(model.blocks))
 
@@ -77,6 +83,46 @@ class RuntimeResult:
         return torch.bincount(self.exit_index, minlength=num_exits).tolist()
 
 
+class _Answers:
+    """The exit decisions of one batch: which inputs leave at each exit, recorded as they leave."""
+
+    def __init__(self, runner: "EarlyExitRunner", out: Dict[str, torch.Tensor], rows: torch.Tensor):
+        self.runner, self.out, self.alive = runner, out, rows
+        self.t0 = time.perf_counter()
+        self.hist: List[List[torch.Tensor]] = [[], [], []]   # confidence, prediction, entropy per exit so far
+        self.done = False
+
+    def _record(self, leaving: torch.Tensor, k: torch.Tensor, c: torch.Tensor, exit_index: int) -> None:
+        _sync(self.runner.device)
+        dt = time.perf_counter() - self.t0
+        self.out["prediction"][leaving] = k.cpu()
+        self.out["exit_index"][leaving] = exit_index
+        self.out["confidence"][leaving] = c.float().cpu()
+        self.out["seconds"][leaving] = dt
+
+    def at_exit(self, i: int, logits: torch.Tensor) -> Optional[torch.Tensor]:
+        """Exit i's logits for the inputs still running: the mask of those that leave (None: none)."""
+        c, k, e = exit_stats(logits)
+        for h, t in zip(self.hist, (c, k, e)):
+            h.append(t)
+        fire = self.runner.policy.fire_last(*self.hist, self.runner.threshold)
+        if int(fire.sum()) == 0:   # the host must know who left: inherent to early exit
+            return None
+        self._record(self.alive[fire.cpu()], k[fire], c[fire], i)
+        if bool(fire.all()):
+            self.done = True
+            return fire
+        keep = ~fire
+        self.alive = self.alive[keep.cpu()]
+        self.hist = [[t[keep] for t in h] for h in self.hist]
+        return fire
+
+    def at_final(self, logits: torch.Tensor, exit_index: int) -> None:
+        c, k, _ = exit_stats(logits)
+        self._record(self.alive, k, c, exit_index)
+        self.done = True
+
+
 class EarlyExitRunner:
     """Run a multi-exit model with true early exit.
 
@@ -99,46 +145,24 @@ class EarlyExitRunner:
     # ------------------------------------------------------------------ one batch
 
     def _batch_early(self, x: torch.Tensor, out: Dict[str, torch.Tensor], rows: torch.Tensor) -> None:
-        """Walk stem/blocks/ICs, answering and dropping inputs as their exit fires."""
-        m, q, policy = self.model, self.threshold, self.policy
-        t0 = time.perf_counter()
+        """Run exit by exit, answering and dropping inputs as their exit fires: a `MultiExitNet` is walked
+        stem/blocks/ICs; a model with attached exits runs its backbone with hooks that drop them."""
+        m = self.model
+        answer = _Answers(self, out, rows)
+        if isinstance(m, AttachedExits):
+            final = m.forward_early(x, answer.at_exit)
+            if final is not None:
+                answer.at_final(final, len(m.ics))
+            return
         h = m.stem(x)
-        alive = rows
-        hist_c: List[torch.Tensor] = []
-        hist_p: List[torch.Tensor] = []
-        hist_e: List[torch.Tensor] = []
         for i, (block, ic) in enumerate(zip(m.blocks, m.ics)):
             h = block(h)
-            c, k, e = exit_stats(ic(h))
-            hist_c.append(c)
-            hist_p.append(k)
-            hist_e.append(e)
-            fire = policy.fire_last(hist_c, hist_p, hist_e, q)
-            n_fire = int(fire.sum())  # the host must know who left: inherent to early exit
-            if n_fire == 0:
-                continue
-            _sync(self.device)
-            dt = time.perf_counter() - t0
-            done = alive[fire.cpu()]
-            out["prediction"][done] = k[fire].cpu()
-            out["exit_index"][done] = i
-            out["confidence"][done] = c[fire].float().cpu()
-            out["seconds"][done] = dt
-            if n_fire == len(alive):
+            leave = answer.at_exit(i, ic(h))
+            if answer.done:
                 return
-            keep = ~fire
-            h = select_rows(h, keep)
-            alive = alive[keep.cpu()]
-            hist_c = [t[keep] for t in hist_c]
-            hist_p = [t[keep] for t in hist_p]
-            hist_e = [t[keep] for t in hist_e]
-        c, k, _ = exit_stats(m.head(h))
-        _sync(self.device)
-        dt = time.perf_counter() - t0
-        out["prediction"][alive] = k.cpu()
-        out["exit_index"][alive] = len(m.ics)
-        out["confidence"][alive] = c.float().cpu()
-        out["seconds"][alive] = dt
+            if leave is not None:
+                h = select_rows(h, ~leave)
+        answer.at_final(m.head(h), len(m.ics))
 
     def _batch_full(self, x: torch.Tensor, out: Dict[str, torch.Tensor], rows: torch.Tensor) -> None:
         """Fallback for opaque models: full forward, then the policy over all exits."""
@@ -223,6 +247,15 @@ def measure_exit_times(model: nn.Module, images: torch.Tensor, device: Optional[
             _sync(device)
             return [time.perf_counter() - t0]
         stamps = []
+        if isinstance(model, AttachedExits):
+            def on_exit(i, z):
+                c, _, _ = exit_stats(z)
+                bool(c[0] >= 2.0)
+                stamps.append(time.perf_counter() - t0)
+            exit_stats(model.forward_early(x, on_exit))
+            _sync(device)
+            stamps.append(time.perf_counter() - t0)
+            return stamps
         h = model.stem(x)
         for block, ic in zip(model.blocks, model.ics):
             h = block(h)

@@ -75,9 +75,20 @@ def split_tensor_bytes(model: nn.Module, input_shape: Sequence[int], split: int,
         model.eval()
         try:
             param = next(model.parameters())
-            h = model.stem(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-            for block in list(model.blocks)[:split]:
-                h = block(h)
+            x = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
+            if hasattr(model, "at"):   # attached exits: the backbone's output at exit point `split`
+                modules = dict(model.net.named_modules())
+                captured = []
+                handle = modules[model.at[split - 1]].register_forward_hook(lambda m, i, o: captured.append(o))
+                try:
+                    model.net(x)
+                finally:
+                    handle.remove()
+                h = captured[0]
+            else:
+                h = model.stem(x)
+                for block in list(model.blocks)[:split]:
+                    h = block(h)
         finally:
             model.train(was_training)
         return int(sum(t.numel() * (dtype_bytes or t.element_size()) for t in state_tensors(h)))

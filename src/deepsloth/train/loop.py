@@ -30,6 +30,10 @@ from .recipes import MODES, Recipe
 
 
 def _sdn_parts(model: nn.Module):
+    """The backbone of a multi-exit model: an SDN's stem, blocks and head, or the model exits were
+    attached to (`attach_exits`)."""
+    if isinstance(getattr(model, "net", None), nn.Module):
+        return [model.net]
     return [model.stem, model.blocks, model.head]
 
 
