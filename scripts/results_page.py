@@ -284,6 +284,8 @@ def todo() -> list:
         "msdnet": (ROOT / "src" / "deepsloth" / "zoo" / MSDNET / "model.json").is_file(),
         "msdnet-grid": all_cells <= saved_cells(RESULTS / "grid" / MSDNET)
         and (RESULTS / "sweeps" / f"{MSDNET}.json").is_file(),
+        # the early-exit ViT: its zoo model (about 11 CPU min per epoch)
+        "vit": (ROOT / "src" / "deepsloth" / "zoo" / "vit_cifar10" / "model.json").is_file(),
         "msdnet-transfer": len([r for r in tr if "scenario" not in r and "transfer" in r and MSDNET in
                                 (r["transfer"]["surrogate"]["name"], r["transfer"]["victim"]["name"])]) >= 4,
     }

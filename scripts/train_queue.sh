@@ -205,6 +205,12 @@ step_msdnet-transfer() {
   done
   page --collect-transfer runs/transfer
 }
+# the early-exit ViT (docs/method.md §2.5): joint training of its 6 exits, 12 one-cycle epochs of about 11 CPU min
+# each, installed into the package zoo (fp16) when finished
+step_vit() {
+  [ -f src/deepsloth/zoo/vit_cifar10/model.json ] || \
+    run deepsloth zoo train vit --out runs/vit_cifar10 --device cpu --install
+}
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)

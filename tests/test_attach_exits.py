@@ -236,3 +236,24 @@ def test_the_bring_your_own_model_example_runs_as_written():
     lines = out.getvalue().splitlines()
     assert lines[0] == "[(16, 10), (16, 10), (16, 10)]"
     assert lines[1] == "[9, 0, 7] 0"   # the doc's claim: 9 of 16 leave at the first exit, none disagree
+
+
+def test_the_early_exit_vit_of_the_zoo(tmp_path):
+    """create_model("vit"): the documented sizes (docs/method.md §2.5), an exit after every block, strict
+    loading, and its joint recipe."""
+    from deepsloth.errors import DeepslothError
+    from deepsloth.models import count_parameters, create_model, save_model_dir
+    from deepsloth.train.recipes import default_recipe
+    model = create_model("vit", "cifar10", seed=0)
+    assert isinstance(model, AttachedExits) and model.num_exits == 6 and count_parameters(model) == 818_876
+    assert count_parameters(create_model("vit", "tinyimagenet", seed=0)) == 984_368
+    assert [len(o) for o in model(torch.rand(2, 3, 32, 32))] == [2] * 6
+    save_model_dir(tmp_path / "v", model, model.meta)
+    back = create_model(tmp_path / "v")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model.eval()(x), back(x)))
+    r = default_recipe("vit", "sdn", "fast")
+    assert (r.optimizer, r.lr, r.weight_decay, r.label_smoothing, r.exit_weights) == ("adamw", 1e-3, 0.05, 0.1, "equal")
+    with pytest.raises(DeepslothError, match="no plain-CNN form"):
+        create_model("vit_cnn")

@@ -23,6 +23,7 @@ from ..errors import DeepslothError
 from .backbones import Backbone, mobilenet, resnet56, vgg16bn
 from .io import META, WEIGHTS, load_state_strict, read_model_meta, read_weights
 from .msdnet import msdnet
+from .vit import vit
 from .sdn import MultiExitNet, build_sdn
 from .zoo import ZOO_DIR, find_model_dir, resolve_model, zoo_names
 
@@ -33,8 +34,9 @@ ARCHITECTURES: Dict[str, Callable[..., Backbone]] = {
 }
 # Architectures built with their exits (no plain-CNN form, trained jointly): name -> builder of the
 # multi-exit network
-MULTI_EXIT: Dict[str, Callable[..., MultiExitNet]] = {
+MULTI_EXIT: Dict[str, Callable[..., nn.Module]] = {
     "msdnet": msdnet,
+    "vit": vit,
 }
 ALIASES = {"vgg16": "vgg16bn", "vgg16_bn": "vgg16bn", "resnet-56": "resnet56", "mobilenetv1": "mobilenet"}
 

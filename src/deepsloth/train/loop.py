@@ -79,6 +79,8 @@ def build_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
                                weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     raise DeepslothError(f"unknown optimizer {recipe.optimizer!r}")
 
 

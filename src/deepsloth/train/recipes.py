@@ -13,7 +13,7 @@ MODES = ("cnn", "ic-only", "sdn")
 @dataclass
 class Recipe:
     name: str
-    optimizer: str            # "sgd" | "adam"
+    optimizer: str            # "sgd" | "adam" | "adamw"
     lr: float
     weight_decay: float
     epochs: int
@@ -61,18 +61,24 @@ def _weight_decay(arch: str) -> float:
     return 5e-4 if arch.startswith("vgg") else 1e-4
 
 
-def _msdnet_recipe(mode: str, kind: str) -> Recipe:
-    """MSDNet trains jointly with every exit's loss weighted 1 (docs/method.md §2.4). "paper": the
-    MSDNet paper's CIFAR schedule (SGD, lr 0.1, batch 64, 300 epochs, /10 at 150 and 225, Nesterov);
-    "fast": one-cycle at lr 0.1, batch 128, for CPUs."""
+def _multi_exit_recipe(arch: str, mode: str, kind: str) -> Recipe:
+    """Architectures built with their exits train jointly, every exit's loss weighted 1.
+
+    MSDNet (docs/method.md §2.4): "paper" is the MSDNet paper's CIFAR schedule (SGD, lr 0.1, batch 64,
+    300 epochs, /10 at 150 and 225, Nesterov); "fast" one-cycle at lr 0.1, batch 128, for CPUs.
+    The early-exit ViT (§2.5): AdamW at lr 1e-3, weight decay 0.05, label smoothing 0.1, one-cycle with
+    20% warm-up; "fast" 15 epochs for CPUs, "paper" 200 (a GPU schedule; no paper defines one)."""
     if mode != "sdn":
-        raise DeepslothError(f"msdnet is trained jointly (--mode sdn), not --mode {mode}")
+        raise DeepslothError(f"{arch} is trained jointly (--mode sdn), not --mode {mode}")
+    if kind not in ("paper", "fast"):
+        raise DeepslothError(f"unknown recipe {kind!r}; use paper or fast")
+    if arch == "vit":
+        return Recipe(f"{kind}-vit", "adamw", 1e-3, 0.05, 200 if kind == "paper" else 15, "onecycle",
+                      label_smoothing=0.1, exit_weights="equal")
     if kind == "paper":
         return Recipe("paper-msdnet", "sgd", 0.1, 1e-4, 300, "multistep", (150, 225), nesterov=True,
                       batch_size=64, exit_weights="equal")
-    if kind == "fast":
-        return Recipe("fast-msdnet", "sgd", 0.1, 5e-4, 15, "onecycle", nesterov=True, exit_weights="equal")
-    raise DeepslothError(f"unknown recipe {kind!r}; use paper or fast")
+    return Recipe("fast-msdnet", "sgd", 0.1, 5e-4, 15, "onecycle", nesterov=True, exit_weights="equal")
 
 
 def default_recipe(arch: str, mode: str, kind: str = "paper", epochs: Optional[int] = None,
@@ -81,8 +87,8 @@ def default_recipe(arch: str, mode: str, kind: str = "paper", epochs: Optional[i
     if mode not in MODES:
         raise DeepslothError(f"unknown training mode {mode!r}; choose from {', '.join(MODES)}")
     wd = _weight_decay(arch)
-    if arch == "msdnet":
-        r = _msdnet_recipe(mode, kind)
+    if arch in ("msdnet", "vit"):
+        r = _multi_exit_recipe(arch, mode, kind)
     elif kind == "paper":
         if mode == "cnn":
             r = Recipe("paper-cnn", "sgd", 0.01, wd, 100, "multistep", (10, 20))
