@@ -91,7 +91,29 @@ def headline(models: Models) -> List[str]:
                 parts.append(f"{cell}: {v * 100:.1f}%")
         if parts:
             lines.append(f"- **{name}** (efficacy reduction at RAD 5%): " + "; ".join(parts))
+            why = _first_exit_always(by)
+            if why:
+                lines.append(f"  - {why}")
     return lines
+
+
+def _first_exit_always(by_cell: Mapping[str, Record]) -> Optional[str]:
+    """Why no attack can slow a model down, when its clean-calibrated confidence threshold at RAD 5% is at
+    or below 1 / classes: every input's top softmax is at least that, so every input leaves at the first
+    exit whatever it is (None otherwise)."""
+    rec = by_cell.get("clean")
+    if rec is None:
+        return None
+    q = (rec["rad"].get("5") or {}).get("threshold")
+    classes = (rec.get("model") or {}).get("num_classes")
+    if q is None or not classes or q > 1 / classes or (rec.get("policy") or {}).get("name", "confidence") != \
+            "confidence":
+        return None
+    acc = (rec.get("clean") or {}).get("per_exit_accuracy") or []
+    gap = f" (first exit {acc[0] * 100:.1f}%, final {acc[-1] * 100:.1f}%)" if len(acc) > 1 else ""
+    return (f"its first exit is within the RAD 5% budget of its final exit{gap}, so the calibrated threshold "
+            f"is {q:g} <= 1/{classes}: every input leaves at the first exit, clean or attacked, and no attack "
+            f"changes its efficacy at this budget.")
 
 
 def uap_note(models: Models) -> List[str]:
