@@ -949,7 +949,7 @@ def test_read_json_reads_the_shipped_json_files_as_before():
     for f in files:
         assert read_json(f) == json.loads(f.read_text()), f
     zoo = sorted((repo / "src" / "deepsloth" / "zoo").glob("*/model.json"))
-    assert len(zoo) == 3
+    assert len(zoo) >= 3
     for f in zoo:
         meta = read_model_meta(f.parent)
         assert isinstance(meta, dict) and meta["arch"] in ("resnet56", "vgg16bn", "mobilenet")
