@@ -952,4 +952,4 @@ def test_read_json_reads_the_shipped_json_files_as_before():
     assert len(zoo) >= 3
     for f in zoo:
         meta = read_model_meta(f.parent)
-        assert isinstance(meta, dict) and meta["arch"] in ("resnet56", "vgg16bn", "mobilenet")
+        assert isinstance(meta, dict) and meta["arch"] in ("resnet56", "vgg16bn", "mobilenet", "msdnet", "vit")
