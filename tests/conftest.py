@@ -113,3 +113,32 @@ def synthetic_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0) -> P
 
     write_dataset("cifar10", root, {"train": split(n_train), "test": split(n_test)}, CIFAR10_CLASSES, "synthetic")
     return root
+
+
+def colour_images(n: int, seed: int = 0, noise: float = 0.3):
+    """uint8 images [n,3,32,32] whose label (4 classes) is their dominant colour, under `noise` of uniform noise:
+    learnable in a few steps, so a tiny model's exits get spread-out confidences. Returns (images, labels)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    base = torch.tensor([[.8, .2, .2], [.2, .8, .2], [.2, .2, .8], [.6, .6, .2]])[y]
+    x = base[:, :, None, None] * (1 - noise) + noise * torch.rand(n, 3, 32, 32, generator=g)
+    return (x.clamp(0, 1) * 255).to(torch.uint8), y
+
+
+def check_runtime_agrees(model, images, quantiles, batch_size: int) -> set:
+    """Run the early-exit runtime at thresholds at the given quantiles of the ICs' confidences and assert it
+    stops early and agrees exactly with the batched evaluation; returns the exits that answered."""
+    import torch
+    from deepsloth.exits.forward import collect_exit_outputs
+    from deepsloth.exits.runtime import EarlyExitRunner, compare_with_batched, supports_early_exit
+    outputs = collect_exit_outputs(model, images)
+    assert supports_early_exit(model)
+    used = set()
+    for q in torch.quantile(outputs.confidence[:-1].flatten(), torch.tensor(quantiles)).tolist():
+        res = EarlyExitRunner(model, q).run(images, batch_size=batch_size, warmup=0)
+        assert res.early_exit
+        report = compare_with_batched(res, outputs, q)
+        assert report["mismatch"] == report["near_threshold_ties"] == 0, report
+        used.update(res.exit_index.tolist())
+    return used

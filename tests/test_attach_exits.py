@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import check_runtime_agrees, colour_images
+
 from deepsloth.exits.cost import measure_exit_costs
 from deepsloth.exits.forward import collect_exit_outputs
-from deepsloth.exits.runtime import EarlyExitRunner, compare_with_batched, measure_exit_times, supports_early_exit
+from deepsloth.exits.runtime import EarlyExitRunner, measure_exit_times
 from deepsloth.models.attach import AttachedExits, TokenHead, attach_exits
 from deepsloth.train.loop import make_loss, set_train_mode, trainable_parameters
 from deepsloth.train.recipes import default_recipe
@@ -82,12 +84,7 @@ class TinyViT(nn.Module):
 
 
 def images(n, seed=0):
-    """Colour-coded images: the label is the dominant colour pattern (learnable in a few steps)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    base = torch.tensor([[.8, .2, .2], [.2, .8, .2], [.2, .2, .8], [.6, .6, .2]])[y]
-    x = base[:, :, None, None] * 0.6 + 0.4 * torch.rand(n, 3, 32, 32, generator=g)
-    return (x.clamp(0, 1) * 255).to(torch.uint8), y
+    return colour_images(n, seed, noise=0.4)
 
 
 def trained(model: AttachedExits, steps=15, mode="sdn") -> AttachedExits:
@@ -141,18 +138,8 @@ def test_cost_is_charged_where_each_exit_reads_the_backbone(vit):
 @pytest.mark.parametrize("which", ["resnet", "vit"])
 @pytest.mark.parametrize("batch_size", [1, 7, 40])
 def test_runtime_stops_early_and_agrees_with_the_batched_evaluation(which, batch_size, request):
-    model = request.getfixturevalue(which)
     x, _ = images(40, seed=3)
-    outputs = collect_exit_outputs(model, x)
-    assert supports_early_exit(model)
-    used = set()
-    for q in torch.quantile(outputs.confidence[:-1].flatten(), torch.tensor([0.25, 0.5, 0.75])).tolist():
-        res = EarlyExitRunner(model, q).run(x, batch_size=batch_size, warmup=0)
-        assert res.early_exit
-        report = compare_with_batched(res, outputs, q)
-        assert report["mismatch"] == 0, report
-        used.update(res.exit_index.tolist())
-    assert len(used) >= 3
+    assert len(check_runtime_agrees(request.getfixturevalue(which), x, [0.25, 0.5, 0.75], batch_size)) >= 3
 
 
 def test_later_blocks_do_not_run_for_inputs_that_exit(vit):

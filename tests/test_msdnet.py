@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import deepsloth.train.loop as loop
+from conftest import check_runtime_agrees, colour_images
+
 from deepsloth.cli.main import main
 from deepsloth.errors import DeepslothError
 from deepsloth.exits.cost import measure_exit_costs
-from deepsloth.exits.forward import collect_exit_outputs
-from deepsloth.exits.runtime import EarlyExitRunner, compare_with_batched, supports_early_exit
+from deepsloth.exits.runtime import EarlyExitRunner
 from deepsloth.models import count_parameters, create_model, save_model_dir
 from deepsloth.models.msdnet import MSDNetConfig, msdnet, scale_shapes
 from deepsloth.train.recipes import default_recipe
@@ -63,22 +64,13 @@ def test_cumulative_cost_increases_strictly_and_ends_at_one():
     assert 0.15 < c[0] < 0.25   # the first exit already pays for the three-scale first layer
 
 
-def _images(n, seed=0):
-    """Colour-coded synthetic images: the label is the dominant channel pattern (learnable in a few steps)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    base = torch.tensor([[.8, .2, .2], [.2, .8, .2], [.2, .2, .8], [.6, .6, .2]])[y]
-    x = base[:, :, None, None] * 0.7 + 0.3 * torch.rand(n, 3, 32, 32, generator=g)
-    return (x.clamp(0, 1) * 255).to(torch.uint8), y
-
-
 @pytest.fixture(scope="module")
 def tiny_msdnet():
     """A small MSDNet (4 exits, scale dropping at layers 3 and 5) trained for a few steps."""
     torch.manual_seed(0)
     cfg = MSDNetConfig(blocks=4, base=2, step=1, growth=4, base_channels=8, classifier_channels=16)
     model = msdnet(num_classes=4, input_size=32, cfg=cfg)
-    x, y = _images(256)
+    x, y = colour_images(256)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
     for step in range(12):
@@ -92,23 +84,13 @@ def tiny_msdnet():
 
 @pytest.mark.parametrize("batch_size", [1, 9, 40])
 def test_runtime_stops_inside_msdnet_and_agrees_with_batched_evaluation(tiny_msdnet, batch_size):
-    model = tiny_msdnet
-    images, _ = _images(40, seed=1)
-    outputs = collect_exit_outputs(model, images)
-    assert supports_early_exit(model)
-    used = set()
-    for q in torch.quantile(outputs.confidence[:-1].flatten(), torch.tensor([0.2, 0.5, 0.8])).tolist():
-        res = EarlyExitRunner(model, q).run(images, batch_size=batch_size, warmup=0)
-        assert res.early_exit
-        report = compare_with_batched(res, outputs, q)
-        assert report["mismatch"] == report["near_threshold_ties"] == 0, report
-        used.update(res.exit_index.tolist())
-    assert len(used) >= 3
+    images, _ = colour_images(40, seed=1)
+    assert len(check_runtime_agrees(tiny_msdnet, images, [0.2, 0.5, 0.8], batch_size)) >= 3
 
 
 def test_later_blocks_are_not_run_for_inputs_that_exit(tiny_msdnet):
     model = tiny_msdnet
-    images, _ = _images(30, seed=2)
+    images, _ = colour_images(30, seed=2)
     calls = []
     runner = EarlyExitRunner(model, 0.0)   # the first exit always fires
     folded = runner.model
