@@ -3,7 +3,8 @@
     python scripts/results_page.py                      # tables, CSV, figure and page from docs/results/
     python scripts/results_page.py --collect runs/grid  # first copy new comparison files from a grid run
     python scripts/results_page.py --collect-transfer runs/transfer   # and transfer records (`deepsloth transfer`)
-    python scripts/results_page.py --collect-defence runs/defence     # and the defence study's grid cells
+    python scripts/results_page.py --collect-defence runs/defence     # and the adversarial-training grid cells
+    python scripts/results_page.py --collect-defend runs/defend       # and the defence study (`deepsloth defend`)
     python scripts/results_page.py --collect-budget runs/probe        # and the budget checks (l_2 / l_1)
     python scripts/results_page.py --collect-precision runs/amp-check # and the fp32 / bf16 precision check
     python scripts/results_page.py --sweep resnet56_sdn_cifar10 ...   # first save clean sweeps (computes)
@@ -52,6 +53,34 @@ def collect(run_dir: Path, into: str = "grid") -> int:
             shutil.copyfile(src, dest)
             n += 1
     return n
+
+
+def collect_defend(run_dir: Path) -> int:
+    """Copy the defence study's records (`deepsloth defend`, not its crafted tensors or detectors) into
+    docs/results/defend."""
+    from deepsloth.experiments.defend import load_records
+    n = 0
+    for src in sorted(Path(run_dir).rglob("defence-*.json")):
+        if "adversarial" in src.parts or not load_records(src):
+            continue
+        dest = RESULTS / "defend" / src.relative_to(run_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists() or dest.read_bytes() != src.read_bytes():
+            shutil.copyfile(src, dest)
+            n += 1
+    return n
+
+
+def defend_section() -> list:
+    """The defence study: every defence against the non-adaptive and the adaptive attacker, with its figure."""
+    from deepsloth.experiments.defend import load_records
+    from deepsloth.experiments.figures import plot_defences
+    folder = RESULTS / "defend"
+    recs = load_records(folder) if folder.is_dir() else []
+    if not recs:
+        return []
+    plot_defences(recs, folder / "defences.png")
+    return studies.defences_section(recs, DEFEND_TEXT, figure="results/defend/defences.png")
 
 
 def save_sweep(model: str) -> Path:
@@ -165,6 +194,13 @@ def _with_tables(name: str) -> list:
     return recs
 
 
+DEFEND_TEXT = {
+    "intro": studies.DEFENCES_TEXT["intro"] + " The runs are the `defend` step of `scripts/train_queue.sh` "
+             "(`deepsloth defend --model M --n 500`, the ResNet-56 SDN's attacks under bf16 autocast where the CPU "
+             "has it natively), collected with `python scripts/results_page.py --collect-defend runs/defend`.",
+}
+
+
 def transfer_section() -> list:
     """Black-box transfer tables (docs/method.md §10.2) from saved transfer records."""
     recs = _saved("transfer")
@@ -209,6 +245,21 @@ VGG = "vgg16bn_sdn_cifar10"   # its grid is run by the vgg-grid step
 # 66 (l_2 sample), 47 (l_1 class) and 94 (UAP) CPU minutes
 QUEUE_ORDER = CHEAP + ("deepsloth-l1-sample", "pgd-max-linf-sample", "deepsloth-l2-sample", "deepsloth-l1-class",
                        "uap-linf-universal", "deepsloth-l2-class")
+
+
+# the MSDNet's grid: every l_inf cell and per-sample DeepSloth in l_2 / l_1 (the universal and class-universal l_2 /
+# l_1 cells are left out: CPU budget)
+MSDNET_CELLS = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal",
+                "deepsloth-linf-sample", "deepsloth-linf-universal", "deepsloth-linf-class", "deepsloth-l1-sample",
+                "deepsloth-l2-sample")
+
+
+def defended(model: str) -> bool:
+    """Whether the defence study's records (the undefended row and every default defence) are saved for `model`."""
+    from deepsloth.defences import parse_defence
+    from deepsloth.experiments.defend import DEFAULT_DEFENCES, slug
+    names = ["defence-none.json"] + [f"defence-{slug(parse_defence(d).spec)}.json" for d in DEFAULT_DEFENCES]
+    return all((RESULTS / "defend" / model / n).is_file() for n in names)
 
 
 @functools.lru_cache(maxsize=None)
@@ -282,14 +333,18 @@ def todo() -> list:
         # MSDNet: its zoo model (joint training), then its grid and clean sweep, then transfer to and from the
         # ResNet-56 SDN
         "msdnet": (ROOT / "src" / "deepsloth" / "zoo" / MSDNET / "model.json").is_file(),
-        "msdnet-grid": all_cells <= saved_cells(RESULTS / "grid" / MSDNET)
+        "msdnet-grid": set(MSDNET_CELLS) <= saved_cells(RESULTS / "grid" / MSDNET)
         and (RESULTS / "sweeps" / f"{MSDNET}.json").is_file(),
+        # the defence study on both shipped models (docs/defences.md)
+        "defend": all(defended(m) for m in SHIPPED),
         # the early-exit ViT: its zoo model (about 11 CPU min per epoch)
         "vit": (ROOT / "src" / "deepsloth" / "zoo" / "vit_cifar10" / "model.json").is_file(),
         "msdnet-transfer": len([r for r in tr if "scenario" not in r and "transfer" in r and MSDNET in
                                 (r["transfer"]["surrogate"]["name"], r["transfer"]["victim"]["name"])]) >= 4,
     }
     order = list(steps)
+    order.remove("defend")   # after the MSDNet grid, before its transfer and the ViT
+    order.insert(order.index("msdnet-grid") + 1, "defend")
     if not native_bf16("cpu"):
         # without native bf16 (an AVX2-only CPU) the VGG16-BN steps run in fp32, over twice as long (a CNN
         # stage no longer fits one sitting); the shipped models' fp32 cells lose nothing there, so they go first
@@ -305,6 +360,8 @@ def main() -> None:
                     help="copy transfer records from this `deepsloth transfer --out` folder first")
     ap.add_argument("--collect-defence", type=Path, default=None,
                     help="copy comparison files from the defence study's grid folder first")
+    ap.add_argument("--collect-defend", type=Path, default=None,
+                    help="copy the defence study's records from this `deepsloth defend` output folder first")
     ap.add_argument("--collect-tiny", type=Path, default=None,
                     help="copy comparison files from the Tiny ImageNet grid folder first")
     ap.add_argument("--collect-budget", type=Path, default=None,
@@ -336,6 +393,8 @@ def main() -> None:
         print(f"collected {collect(args.collect_tiny, 'tiny')} new or changed Tiny ImageNet comparison files")
     if args.collect_defence:
         print(f"collected {collect(args.collect_defence, 'defence')} new or changed defence comparison files")
+    if args.collect_defend:
+        print(f"collected {collect_defend(args.collect_defend)} new or changed defence-study records")
     if args.collect_precision:
         print(f"collected {collect(args.collect_precision, 'precision')} new or changed precision-check files")
     if args.collect_budget:
@@ -369,6 +428,7 @@ def main() -> None:
     lines += precision_section()
     lines += transfer_section()
     lines += defence_section()
+    lines += defend_section()
     lines += tiny_section()
     lines += sweeps_section()
     rep = RESULTS / "represent" / "represent.json"

@@ -199,6 +199,14 @@ step_msdnet-grid() {
   for cell in $MSD_CELLS; do run $GRID $D --attacks $cell --rad 1 5 15; page --collect runs/grid; done
   [ -f docs/results/sweeps/$D.json ] || page --sweep $D
 }
+# the defence study (docs/defences.md) on both shipped models, first 500 test images: each default defence against
+# the non-adaptive and the adaptive attacker; the ResNet-56 SDN's attacks under bf16 where the CPU has it natively
+step_defend() {
+  run deepsloth defend --model $M --n 500 --out runs/defend --device cpu
+  page --collect-defend runs/defend
+  run deepsloth defend --model $R --n 500 --out runs/defend --device cpu --amp auto
+  page --collect-defend runs/defend
+}
 # cross-family transfer between the MSDNet and the ResNet-56 SDN, both directions (per-sample and universal l_inf)
 step_msdnet-transfer() {
   for pair in "msdnet_cifar10 $R" "$R msdnet_cifar10"; do

@@ -16,7 +16,10 @@ CELLS = [(a, n, s) for a, sup in SUPPORTED.items() for n in sup["norms"] for s i
 # a valid command-line token per flag, and the option value it must give
 TOKENS = {"--eps": ("0.02", 0.02), "--steps": ("3", 3), "--step-size": ("0.01", 0.01),
           "--random-start": ("no", False), "--craft-n": ("7", 7), "--epochs": ("2", 2),
-          "--preset": ("strong", "strong")}
+          "--preset": ("strong", "strong"), "--defence": ("median:kernel=5", "median:kernel=5"),
+          "--eot": ("1", 1), "--detector-weight": ("3", 3.0)}
+# what an attack cannot be built without (the adaptive attack names the defence it adapts to)
+REQUIRED = {"adaptive-deepsloth": {"defence": "jpeg:quality=75"}}
 
 
 class Tiny(nn.Module):
@@ -35,21 +38,22 @@ def test_declaration_config_registry_and_cli_agree(attack, norm, scope):
     cls = CLASSES[attack]
     declared = {p.name: p for p in cls.PARAMS if scope in p.scopes}
     assert set(allowed_options(attack, scope)) == set(declared)
-    spec = resolve_spec(attack, norm=norm, scope=scope)
+    required = REQUIRED.get(attack, {})
+    spec = resolve_spec(attack, norm=norm, scope=scope, **required)
     atk = create_attack(spec, Tiny())
     # built from the declared defaults: every option with a declared default has it
     for name, p in declared.items():
-        if p.default is not None:
+        if p.default is not None and name not in required:
             assert atk.options[name] == p.default, name
     # the spec records exactly the declared options its rules select, and config() carries them
     assert set(spec.params) <= set(declared)
-    recorded = {n for n, p in declared.items() if p.record == "always" and norm in p.record_norms}
+    recorded = {n for n, p in declared.items() if (p.record == "always" or n in required) and norm in p.record_norms}
     assert set(spec.params) == recorded
     cfg = atk.config()
     assert all(cfg[k] == v for k, v in spec.params.items())
     assert atk.spec_params() == spec.params and resolve_spec(spec.cell, **spec.params) == spec
     with pytest.raises(DeepslothError, match="takes no option bogus"):
-        resolve_spec(attack, norm=norm, scope=scope, bogus=1)
+        resolve_spec(attack, norm=norm, scope=scope, bogus=1, **required)
     # the command line: every flag the attack declares sets that option, every other flag is refused
     parser = build_parser()
     flags = cls.PARAMS.flags()
@@ -59,10 +63,10 @@ def test_declaration_config_registry_and_cli_agree(attack, norm, scope):
         if flag in flags and flags[flag][0] in declared:
             option = flags[flag][0]
             assert spec_options(args) == {option: value}
-            assert resolve_spec(spec.cell, **spec_options(args)).params[option] == value
+            assert resolve_spec(spec.cell, **{**required, **spec_options(args)}).params[option] == value
         elif flag in flags:   # declared for another scope of the attack: the registry refuses it
             with pytest.raises(DeepslothError, match=f"takes no option {flags[flag][0]}"):
-                resolve_spec(spec.cell, **spec_options(args))
+                resolve_spec(spec.cell, **required, **spec_options(args))
         else:
             with pytest.raises(DeepslothError, match=f"takes no {flag}"):
                 spec_options(args)

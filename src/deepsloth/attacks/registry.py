@@ -4,14 +4,15 @@
     spec.cell            # "deepsloth-l2-universal"
     spec.id              # stable 12-hex-digit hash of the cell and every resolved hyper-parameter
     atk = create_attack(spec, model, seed=0)      # or create_attack("pgd-avg", model, eps=4/255)
-    list_attacks()       # ["deepsloth", "pgd", "pgd-avg", "pgd-max", "uap"]
+    list_attacks()       # ["deepsloth", "pgd", "pgd-avg", "pgd-max", "uap", "adaptive-deepsloth"]
 
 A spec is the attack name, norm, scope and *every* hyper-parameter with the defaults of
 docs/method.md §5 resolved, so two specs that would craft the same thing are equal and hash to
 the same id, and a spec rebuilds its attack exactly (`create_attack(spec, model)`). The seed is
 not part of a spec: it is given per run. Names accepted wherever an attack is named (CLI,
 audit, grid, training): a base name (`deepsloth`, `pgd`, `pgd-avg`, `pgd-max`, `uap`) with
-`norm=` / `scope=`, or a cell name `<attack>-<norm>-<scope>` such as `deepsloth-linf-class`,
+`norm=` / `scope=` (and `adaptive-deepsloth`, DeepSloth against a named defence: docs/defences.md),
+or a cell name `<attack>-<norm>-<scope>` such as `deepsloth-linf-class`,
 or a short form that leaves out the defaults (`deepsloth-universal`, `deepsloth-l2`).
 
 Each attack declares its options once (`PARAMS`, `deepsloth.attacks.params`): what the registry
@@ -34,14 +35,16 @@ from ..device import resolve_device
 from ..errors import DeepslothError
 from ..io import json_sha256
 from ..precision import resolve_amp
+from .adaptive import AdaptiveDeepSloth
 from .deepsloth import DeepSloth
 from .norms import NORMS, check_norm
 from .params import SCOPE_LABELS, SCOPES
 from .pgd import PGD
 from .uap import UAP
 
-ATTACKS: Tuple[str, ...] = ("deepsloth", "pgd", "pgd-avg", "pgd-max", "uap")
-CLASSES = {"deepsloth": DeepSloth, "pgd": PGD, "pgd-avg": PGD, "pgd-max": PGD, "uap": UAP}
+ATTACKS: Tuple[str, ...] = ("deepsloth", "pgd", "pgd-avg", "pgd-max", "uap", "adaptive-deepsloth")
+CLASSES = {"deepsloth": DeepSloth, "pgd": PGD, "pgd-avg": PGD, "pgd-max": PGD, "uap": UAP,
+           "adaptive-deepsloth": AdaptiveDeepSloth}
 PGD_OBJECTIVE = {"pgd": "final", "pgd-avg": "avg", "pgd-max": "max"}
 # Which scopes and norms each attack supports.
 SUPPORTED: Dict[str, Dict[str, Tuple[str, ...]]] = {
@@ -50,8 +53,10 @@ SUPPORTED: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "pgd-avg": {"scopes": ("sample",), "norms": NORMS},
     "pgd-max": {"scopes": ("sample",), "norms": NORMS},
     "uap": {"scopes": ("universal",), "norms": ("linf",)},
+    "adaptive-deepsloth": {"scopes": SCOPES, "norms": NORMS},
 }
-LABELS = {"deepsloth": "DeepSloth", "pgd": "PGD", "pgd-avg": "PGD-avg", "pgd-max": "PGD-max", "uap": "UAP"}
+LABELS = {"deepsloth": "DeepSloth", "pgd": "PGD", "pgd-avg": "PGD-avg", "pgd-max": "PGD-max", "uap": "UAP",
+          "adaptive-deepsloth": "adaptive DeepSloth"}
 NORM_LABELS = {"linf": "l_inf", "l2": "l_2", "l1": "l_1"}
 
 
@@ -141,6 +146,8 @@ def _build(attack: str, norm: str, scope: str, model: nn.Module, params: Dict[st
         return PGD(model, objective=PGD_OBJECTIVE[attack], norm=norm, seed=seed, device=device, **params)
     if attack == "uap":
         return UAP(model, norm=norm, seed=seed, device=device, **params)
+    if attack == "adaptive-deepsloth":
+        return AdaptiveDeepSloth(model, norm=norm, scope=scope, seed=seed, device=device, **params)
     return DeepSloth(model, norm=norm, scope=scope, seed=seed, device=device, **params)
 
 
@@ -158,7 +165,7 @@ def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, sc
     params = {k: v for k, v in overrides.items() if v is not None}
     if params.get("amp") is not None:
         params["amp"] = resolve_amp(params["amp"], resolve_device(device))
-    if attack == "deepsloth" and dataset is not None:
+    if attack in ("deepsloth", "adaptive-deepsloth") and dataset is not None:
         params.setdefault("dataset", dataset)
     if attack == "uap":
         params.pop("dataset", None)
@@ -167,7 +174,7 @@ def resolve_spec(name: Union[str, AttackSpec], *, norm: Optional[str] = None, sc
                              "pass a function to the attack class instead")
     try:
         atk = _build(attack, norm, scope, nn.Identity(), params, seed=0, device="cpu")
-    except ValueError as exc:
+    except (ValueError, DeepslothError) as exc:
         raise DeepslothError(str(exc)) from None
     return AttackSpec(attack, norm, scope, atk.spec_params())
 

@@ -12,7 +12,7 @@ import argparse
 
 from .common import (AMP_CHOICES, DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, emit,
                      model_dataset, nonempty,
-                     positive_int, positive_number, writable_dir)
+                     nonneg_float, positive_int, positive_number, writable_dir)
 from ..errors import DeepslothError
 from .text import print_comparison
 
@@ -20,7 +20,8 @@ from .text import print_comparison
 # attacks' declarations (deepsloth.attacks.params)
 FLAG_TYPES = {"--eps": positive_number, "--steps": positive_int, "--step-size": positive_number,
               "--random-start": {"yes": True, "no": False, "reference": "reference"},
-              "--craft-n": positive_int, "--epochs": positive_int, "--preset": ("reference", "strong")}
+              "--craft-n": positive_int, "--epochs": positive_int, "--preset": ("reference", "strong"),
+              "--defence": nonempty, "--eot": positive_int, "--detector-weight": nonneg_float}
 
 
 def _dest(flag: str) -> str:
@@ -75,8 +76,9 @@ def flag_help() -> dict:
     for name, cls in CLASSES.items():
         if name in ("pgd-avg", "pgd-max"):   # the PGD class, as pgd
             continue
+        inherited = set(CLASSES["deepsloth"].PARAMS.params.values()) if name == "adaptive-deepsloth" else set()
         for p in cls.PARAMS:
-            if p.flag:
+            if p.flag and p not in inherited:
                 out.setdefault(p.flag, []).append(f"{name}: {p.help}")
     return {flag: "; ".join(texts) for flag, texts in out.items()}
 

@@ -20,7 +20,7 @@ from ..errors import DeepslothError, DeepslothWarning
 
 # Order here is the order in `deepsloth --help`.
 COMMANDS = ["audit", "data", "describe", "train", "evaluate", "attack", "grid", "report", "latency", "represent",
-            "transfer", "zoo"]
+            "transfer", "defend", "zoo"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,8 +1,8 @@
 """`deepsloth report DIR [--format md|tex|csv|all] [--out DIR]`: every study found in the result files under
 DIR, never recomputed. The attack grid: paper-style tables (one per model, rows = attacks), a summary with one
 row per model and an EEC grid. Then, each when DIR holds it: the paper's headline shape, black-box transfer
-(its two scenarios included), adversarial training (defence), the budget checks and the fp32 / bf16
-precision check, as <study>.md."""
+(its two scenarios included), adversarial training (defence), the defence study (`deepsloth defend`: defences),
+the budget checks and the fp32 / bf16 precision check, as <study>.md."""
 from __future__ import annotations
 
 import warnings
@@ -13,6 +13,8 @@ from .common import add_json, nonempty, print_json, writable_dir
 
 
 def run(args) -> int:
+    from ..experiments.defend import load_records
+    from ..experiments.figures import plot_defences
     from ..experiments.report import FORMATS, group_by_model, load_results, render_markdown, render_summary, write_report
     from ..experiments.studies import write_studies
 
@@ -20,10 +22,11 @@ def run(args) -> int:
     out = writable_dir(args.out) if args.out else None
     skipped: list = []
     results = load_results(args.folder, skipped=skipped)
-    if not results:
+    defences = load_records(args.folder)
+    if not results and not defences:
         why = f"; skipped {len(skipped)} unreadable file(s), first: {skipped[0]}" if skipped else ""
         raise DeepslothError(f"no comparison results under {args.folder}{why} "
-                             "(run `deepsloth grid`, `deepsloth attack` or `deepsloth transfer`)")
+                             "(run `deepsloth grid`, `deepsloth attack`, `deepsloth transfer` or `deepsloth defend`)")
     if skipped and not args.skip_unreadable:
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise DeepslothError(f"{skipped[0]}{more}; nothing written: fix or remove it, or pass --skip-unreadable "
@@ -38,7 +41,10 @@ def run(args) -> int:
     written = write_report(folder, out, formats=formats, figure=not args.no_figure, results=results) if grid else {}
     links = dict(tables="[tables.md](tables.md)" if "md" in written else None,
                  figure="eec_grid.png" if "figure" in written else None)
-    studies = write_studies(results, out, **links)
+    if defences and not args.no_figure:
+        written["defences-figure"] = str(plot_defences(defences, out / "defences.png"))
+    studies = write_studies(results, out, defences=defences,
+                            defences_figure="defences.png" if "defences-figure" in written else None, **links)
     written.update({f"study-{k}": v for k, v in studies.items()})
     if args.json:
         print_json(written)

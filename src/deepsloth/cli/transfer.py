@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from .common import (DEFAULT_RESULTS, add_data_root, add_device, add_json, add_seed, nonempty, positive_float,
-                     positive_int, print_json, writable_dir)
+                     positive_int, print_json, rad_value, writable_dir)
 
 
 def run(args) -> int:
@@ -24,7 +24,7 @@ def run(args) -> int:
     if args.scenario is None:
         if not (args.surrogate and args.victim):
             raise DeepslothError("transfer needs --surrogate and --victim (or a scenario: scenario1, scenario2)")
-        victim = load_context(args.victim, n=args.n, device=args.device, data_root=args.data_root)
+        victim = load_context(args.victim, n=args.n, device=args.device, data_root=args.data_root, rads=args.rad)
         rows = tr.run_transfer(victim, args.surrogate, cells, out, seed=args.seed, log=log)
     elif args.scenario == "scenario1":
         if not (args.victim and args.arch and args.fractions):
@@ -54,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("--attacks", nargs="+", default=["deepsloth-linf-sample", "deepsloth-linf-universal"],
                    help="attack cells (default: per-sample and universal DeepSloth, l_inf)")
     p.add_argument("--n", "--first-n", dest="n", type=positive_int, default=None, help="first N victim test images")
+    p.add_argument("--rad", type=rad_value, nargs="+", default=[5.0, 15.0], metavar="R",
+                   help="relative accuracy drop budgets in percent, each in (0, 100) (default: 5 15)")
     p.add_argument("--arch", default=None, help="scenarios: architecture of the trained models")
     p.add_argument("--fractions", type=positive_float, nargs="+", default=None, help="scenario1: percent of the data")
     p.add_argument("--classes", type=positive_int, nargs="+", default=None, help="scenario2: class counts c")

@@ -11,6 +11,10 @@ one piece of code for the decision:
   as the batched evaluation (which has them all).
 * `exit_index(outputs, threshold)` -> int64 [N]: the first IC that fires, else K-1 (the
   final exit, which always answers). Indices are 0-based.
+* `exit_predictions(outputs, threshold)` -> (exit index, answer) and its runtime view
+  `answer(conf, pred, ent, threshold)`: what an input that leaves at an exit answers. Every
+  policy here answers with that exit's own prediction; a wrapper such as an exit cap
+  (`deepsloth.defences.caps`) may answer from an earlier exit.
 
 Every threshold is "larger is stricter" (fewer early exits, higher accuracy), so the
 calibration rule of docs/method.md §4.2 -- the smallest threshold that keeps the accuracy -- means
@@ -85,6 +89,14 @@ class ExitPolicy:
         fire = self.fire_mask(outputs.confidence[:-1], outputs.prediction[:-1],
                               outputs.entropy[:-1], threshold)
         return first_firing(fire).long()
+
+    def answer(self, conf: Sequence[torch.Tensor], pred: Sequence[torch.Tensor], ent: Sequence[torch.Tensor],
+               threshold: float, final: bool = False) -> torch.Tensor:
+        """The prediction [n] given by the inputs that leave at the newest exit, in the runtime's view
+        (histories as for `fire_last`; `final` is True at the final exit). By default the exit's own
+        prediction, `pred[-1]`; a policy that answers from another exit (an exit cap does) overrides
+        this together with `exit_predictions`, and the two must agree."""
+        return pred[-1]
 
     def exit_predictions(self, outputs: ExitOutputs, threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
         """(exit index, prediction at that exit) of each input."""
@@ -174,6 +186,11 @@ def make_policy(policy: Optional[str | ExitPolicy] = "confidence", num_classes: 
 
 
 def check_threshold(policy: ExitPolicy, threshold: float) -> float:
+    """`threshold` as a float, or a `DeepslothError` when `policy` cannot use it. A policy that wraps
+    another one in its attribute `base` (an exit cap) takes the thresholds of the policy it wraps."""
+    inner = getattr(policy, "base", None)
+    if isinstance(inner, ExitPolicy):
+        return check_threshold(inner, threshold)
     threshold = float(threshold)
     if isinstance(policy, PatiencePolicy):
         if threshold < 1 or threshold != int(threshold):

@@ -43,7 +43,7 @@ from ..models.attach import AttachedExits
 from ..models.sdn import MultiExitNet, select_rows
 from ..progress import progress
 from .forward import ExitOutputs, as_exit_list, to_float01
-from .policies import ExitPolicy, check_threshold, exit_stats, first_firing, make_policy
+from .policies import ExitPolicy, check_threshold, exit_stats, make_policy
 
 
 def _sync(device: torch.device) -> None:
@@ -62,7 +62,10 @@ def supports_early_exit(model: nn.Module) -> bool:
 
 @dataclass
 class RuntimeResult:
-    """Per input: prediction, 0-based exit index, max softmax at that exit, wall-clock seconds."""
+    """Per input: prediction, 0-based exit index, max softmax at that exit, wall-clock seconds.
+
+    The prediction is the policy's answer at the exit (`ExitPolicy.answer`): the exit's own
+    prediction, except under a policy that answers from an earlier exit (an exit cap)."""
 
     prediction: torch.Tensor   # int64 [N]
     exit_index: torch.Tensor   # int64 [N]
@@ -105,10 +108,11 @@ class _Answers:
         c, k, e = exit_stats(logits)
         for h, t in zip(self.hist, (c, k, e)):
             h.append(t)
-        fire = self.runner.policy.fire_last(*self.hist, self.runner.threshold)
+        policy, q = self.runner.policy, self.runner.threshold
+        fire = policy.fire_last(*self.hist, q)
         if int(fire.sum()) == 0:   # the host must know who left: inherent to early exit
             return None
-        self._record(self.alive[fire.cpu()], k[fire], c[fire], i)
+        self._record(self.alive[fire.cpu()], policy.answer(*self.hist, q)[fire], c[fire], i)
         if bool(fire.all()):
             self.done = True
             return fire
@@ -118,8 +122,11 @@ class _Answers:
         return fire
 
     def at_final(self, logits: torch.Tensor, exit_index: int) -> None:
-        c, k, _ = exit_stats(logits)
-        self._record(self.alive, k, c, exit_index)
+        c, k, e = exit_stats(logits)
+        for h, t in zip(self.hist, (c, k, e)):
+            h.append(t)
+        self._record(self.alive, self.runner.policy.answer(*self.hist, self.runner.threshold, final=True),
+                     c, exit_index)
         self.done = True
 
 
@@ -169,13 +176,13 @@ class EarlyExitRunner:
         t0 = time.perf_counter()
         conf, pred, ent = exit_stats(torch.stack(as_exit_list(self.model(x))))
         if conf.shape[0] > 1:
-            idx = first_firing(self.policy.fire_mask(conf[:-1], pred[:-1], ent[:-1], self.threshold)).long()
+            idx, answer = self.policy.exit_predictions(ExitOutputs(conf, pred, ent), self.threshold)
         else:
-            idx = torch.zeros(conf.shape[1], dtype=torch.long, device=conf.device)
+            idx, answer = torch.zeros(conf.shape[1], dtype=torch.long, device=conf.device), pred[0]
         _sync(self.device)
         dt = time.perf_counter() - t0
         sel = idx.unsqueeze(0)
-        out["prediction"][rows] = pred.gather(0, sel).squeeze(0).cpu()
+        out["prediction"][rows] = answer.cpu()
         out["exit_index"][rows] = idx.cpu()
         out["confidence"][rows] = conf.gather(0, sel).squeeze(0).float().cpu()
         out["seconds"][rows] = dt

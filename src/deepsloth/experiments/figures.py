@@ -148,3 +148,42 @@ def _name(classes: Optional[Sequence[str]], i: int) -> str:
 
 
 __all__ = ["eec_panels", "plot_eec_grid", "plot_examples"]
+
+
+def plot_defences(records: Sequence[dict], path: Path | str, rad: str = "5", dpi: int = 130) -> Path:
+    """Per model, the per-sample DeepSloth efficacy reduction at RAD `rad` under each defence: non-adaptive
+    beside adaptive (a monitor's adaptive bar is the throttled attack's), the undefended model first."""
+    import numpy as np
+
+    by_model: Dict[str, List[dict]] = {}
+    for r in records:
+        by_model.setdefault(r["model"]["name"], []).append(r)
+    fig = _figure(len(by_model), 1, w=9.0, h=3.4)
+    for i, name in enumerate(sorted(by_model)):
+        rows = sorted(by_model[name], key=lambda r: (r["defence"]["kind"] != "none", r["defence"]["kind"],
+                                                      r["defence"]["spec"]))
+        ax = fig.add_subplot(len(by_model), 1, i + 1)
+        labels, non, ada = [], [], []
+        for r in rows:
+            sample = (r.get("attacks") or {}).get("sample") or {}
+            na = ((sample.get("non_adaptive") or {}).get("rad") or {}).get(rad) or {}
+            if (r.get("monitor") or {}).get(rad):
+                ad_value = (r["monitor"][rad].get("sample") or {}).get("throttled_efficacy_reduction")
+            else:
+                ad_value = (((sample.get("adaptive") or {}).get("rad") or {}).get(rad) or {}).get("efficacy_reduction")
+            labels.append(r["defence"]["spec"])
+            non.append(np.nan if na.get("efficacy_reduction") is None else 100 * na["efficacy_reduction"])
+            ada.append(np.nan if ad_value is None else 100 * ad_value)
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, non, 0.4, label="non-adaptive", color="tab:blue")
+        ax.bar(x + 0.2, ada, 0.4, label="adaptive", color="tab:red")
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=7)
+        ax.set_ylabel(f"efficacy reduction (%), RAD {rad}%", fontsize=8)
+        ax.set_title(f"{name}: per-sample DeepSloth (l_inf) under each defence", fontsize=9)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(path)

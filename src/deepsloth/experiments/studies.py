@@ -14,7 +14,9 @@ Which study a record belongs to is read from the record itself (`render_studies`
 * precision: a cell crafted in fp32 and again under bf16 autocast (same model, images, seed and
   other settings), each pair side by side;
 * headline: per model not adversarially trained, the efficacy reduction of the paper's headline
-  cells, and why UAP hardly moves the efficacy.
+  cells, and why UAP hardly moves the efficacy;
+* defences: the defence study's own records (`deepsloth defend`, format "deepsloth-defence/1"), one table
+  per model and RAD budget, non-adaptive beside adaptive.
 
 Every section takes `text`, a mapping that replaces any of its default texts (`TRANSFER_TEXT`,
 `DEFENCE_TEXT`, `BUDGET_TEXT`, `PRECISION_TEXT`, `TINY_TEXT`): a page describing how its runs were
@@ -494,7 +496,92 @@ def tiny_section(models: Models, text: Optional[Mapping[str, str]] = None) -> Li
 
 # ------------------------------------------------------------------ every study of a folder
 
-STUDIES = ("headline", "budget", "precision", "transfer", "defence")
+DEFENCES_TEXT = {
+    "intro": ("Each defence on the model's first {n} test images, against DeepSloth l_inf crafted without knowing "
+              "the defence (non-adaptive: on the bare model) and with it (adaptive: BPDA / expectation over "
+              "transformation for input transforms, the capped loss for caps, a detector-evasion term for "
+              "detectors, throttling for the stream monitor; docs/defences.md). Thresholds are calibrated again "
+              "on the defended clean outputs. Efficacy reductions at RAD {rad}%: lower is better for the "
+              "defender."),
+}
+DEFENCES_COLUMNS = ("defence | clean acc. | clean efficacy | per-sample: non-adaptive | adaptive | universal: "
+                    "non-adaptive | adaptive | detection at 1% / 5% FP: non-adaptive | adaptive | PGD acc.")
+
+
+def is_defence_record(rec: Record) -> bool:
+    return isinstance(rec, dict) and rec.get("format") == "deepsloth-defence/1"
+
+
+def _dpct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v * 100:.1f}%"
+
+
+def _defence_cells(rec: Record, rad: str) -> List[str]:
+    clean = (rec.get("clean") or {}).get("rad", {}).get(rad) or {}
+    cells = [rec["defence"]["spec"] + (f" (exit {rec['cap']['exit']})" if rec.get("cap") else ""),
+             _dpct((rec.get("clean") or {}).get("final_accuracy")),
+             "-" if clean.get("efficacy") is None else f"{clean['efficacy']:.3f}"]
+    monitor = (rec.get("monitor") or {}).get(rad)
+    for scope in ("sample", "universal"):
+        a = (rec.get("attacks") or {}).get(scope) or {}
+        na = ((a.get("non_adaptive") or {}).get("rad") or {}).get(rad) or {}
+        cells.append(_dpct(na.get("efficacy_reduction")))
+        if monitor is not None:
+            m = monitor.get(scope) or {}
+            cells.append(f"{_dpct(m.get('throttled_efficacy_reduction'))} (share "
+                         f"{_dpct(m.get('max_undetected_share'))})")
+        else:
+            ad = ((a.get("adaptive") or {}).get("rad") or {}).get(rad)
+            cells.append("-" if ad is None else _dpct(ad.get("efficacy_reduction")))
+    sample = (rec.get("attacks") or {}).get("sample") or {}
+    for side in ("non_adaptive", "adaptive"):
+        det = (sample.get(side) or {}).get("detection")
+        if det:
+            cells.append(f"{_dpct(det.get('0.01'))} / {_dpct(det.get('0.05'))}")
+        elif monitor is not None and side == "non_adaptive":
+            cells.append(f"alarm {_dpct((monitor.get('sample') or {}).get('alarm_rate'))}")
+        elif monitor is not None:
+            cells.append("below the false-alarm rate")
+        else:
+            cells.append("-")
+    cells.append(_dpct((rec.get("pgd") or {}).get("final_accuracy")))
+    return cells
+
+
+def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]] = None,
+                     figure: Optional[str] = None) -> List[str]:
+    """The defence study (`deepsloth defend`): one table per model and RAD budget, the undefended row first."""
+    records = [r for r in records if is_defence_record(r)]
+    if not records:
+        return []
+    t = _text(DEFENCES_TEXT, text)
+    by_model: Dict[str, List[Record]] = {}
+    for r in records:
+        by_model.setdefault(r["model"]["name"], []).append(r)
+    lines = ["## Defences against slowdown, non-adaptive and adaptive", ""]
+    for name in sorted(by_model):
+        rows = sorted(by_model[name], key=lambda r: (r["defence"]["kind"] != "none", r["defence"]["kind"],
+                                                      r["defence"]["spec"]))
+        rads = sorted({k for r in rows for k in ((r.get("clean") or {}).get("rad") or {})}, key=float)
+        for rad in rads:
+            lines += [f"### {name}, RAD {rad}%", "", t["intro"].format(n=rows[0]["data"]["n"], rad=rad), "",
+                      "| " + DEFENCES_COLUMNS + " |", "|" + "---|" * len(DEFENCES_COLUMNS.split(" | "))]
+            lines += ["| " + " | ".join(_defence_cells(r, rad)) + " |" for r in rows]
+            lines.append("")
+        fp = [r for r in rows if (r.get("detector") or {}).get("false_positive_rate")]
+        if fp:
+            lines.append("Detectors' false-positive rates on the clean test images (calibrated for 1% / 5% on "
+                         "clean training images): " + "; ".join(
+                             f"{r['defence']['spec']} {_dpct(r['detector']['false_positive_rate'].get('0.01'))} / "
+                             f"{_dpct(r['detector']['false_positive_rate'].get('0.05'))} (adaptive weight "
+                             f"{r['detector'].get('weight'):g})" for r in fp) + ".")
+            lines.append("")
+    if figure:
+        lines += [f"![efficacy reduction per defence, non-adaptive vs adaptive]({figure})", ""]
+    return lines
+
+
+STUDIES = ("headline", "budget", "precision", "transfer", "defence", "defences")
 
 
 def unique(results: Sequence[Record]) -> List[Record]:
@@ -510,9 +597,11 @@ def unique(results: Sequence[Record]) -> List[Record]:
 
 
 def render_studies(results: Sequence[Record], *, tables: Optional[str] = None,
-                   figure: Optional[str] = None) -> Dict[str, List[str]]:
+                   figure: Optional[str] = None, defences: Sequence[Record] = (),
+                   defences_figure: Optional[str] = None) -> Dict[str, List[str]]:
     """study name -> Markdown lines, for each study found among `results` (see the module's doc), in
-    STUDIES order. `tables` / `figure`: a link to the grid tables and the EEC figure's path, if written."""
+    STUDIES order. `tables` / `figure`: a link to the grid tables and the EEC figure's path, if written.
+    `defences`: the defence study's records (`deepsloth defend`), `defences_figure` its figure."""
     results = unique(results)
     rest = [r for r in results if "transfer" not in r]
     checks = [r for r in rest if is_budget_check(r)]
@@ -526,16 +615,19 @@ def render_studies(results: Sequence[Record], *, tables: Optional[str] = None,
         "precision": precision_section(rest),
         "transfer": transfer_section(results, tables=tables, figure=figure),
         "defence": defence_section(models, tables=tables) if any(_adversarial(c) for c in models.values()) else [],
+        "defences": defences_section(defences, figure=defences_figure),
     }
     return {k: v for k, v in found.items() if v}
 
 
 def write_studies(results: Sequence[Record], out: Path | str, *, tables: Optional[str] = None,
-                  figure: Optional[str] = None) -> Dict[str, str]:
+                  figure: Optional[str] = None, defences: Sequence[Record] = (),
+                  defences_figure: Optional[str] = None) -> Dict[str, str]:
     """Write <study>.md into `out` for each study `render_studies` finds; returns study -> path."""
     out = Path(out)
     written = {}
-    for name, lines in render_studies(results, tables=tables, figure=figure).items():
+    for name, lines in render_studies(results, tables=tables, figure=figure, defences=defences,
+                                      defences_figure=defences_figure).items():
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{name}.md"
         with atomic_path(path, suffix=".md") as tmp:
@@ -544,7 +636,7 @@ def write_studies(results: Sequence[Record], out: Path | str, *, tables: Optiona
     return written
 
 
-__all__ = ["ATTACK_COLUMNS", "TRANSFER_TEXT", "DEFENCE_TEXT", "BUDGET_TEXT", "BUDGET_CELLS", "PRECISION_TEXT",
+__all__ = ["DEFENCES_TEXT", "defences_section", "is_defence_record", "ATTACK_COLUMNS", "TRANSFER_TEXT", "DEFENCE_TEXT", "BUDGET_TEXT", "BUDGET_CELLS", "PRECISION_TEXT",
            "TINY_TEXT", "STUDIES", "attack_columns", "model_rows", "headline", "uap_note", "transfer_section",
            "defence_section", "defence_shape", "is_budget_check", "budget_section", "precision_of",
            "precision_section", "tiny_section", "unique", "render_studies", "write_studies"]

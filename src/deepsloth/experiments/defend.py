@@ -1,0 +1,426 @@
+"""The defence study (docs/defences.md): every defence on one model, against the attacker who does not know it
+and the one who does.
+
+    rows = run_defences("resnet56_sdn_cifar10", ["jpeg:quality=75", "exit-stats", "exit-cap:cost=0.5"],
+                        n=500, out_dir="results/defend")
+
+Per model, the undefended attacks are crafted once on the first `n` test images (per-sample and universal
+DeepSloth l_inf, PGD l_inf; results under `<out>/<model>/adversarial/`, content-named and resumable like the
+grid's). Then, per defence, one record `<out>/<model>/defence-<slug>.json` (format "deepsloth-defence/1"; a
+finished one is skipped on a rerun):
+
+* clean: final accuracy and, per RAD budget, accuracy and efficacy of the defended deployment -- the defence's
+  clean cost. An input transform changes every exit's outputs, so its thresholds are calibrated again on the
+  defended clean outputs (where none keeps the budget, the strictest of the grid, marked); a cap is added to
+  the deployment as it is, with the bare model's thresholds, so its clean cost is the accuracy the inputs it
+  forces out early lose;
+* per attack (per-sample and universal DeepSloth): efficacy, efficacy reduction and latency amplification
+  per RAD budget, non-adaptive (crafted against the bare model) and adaptive (`adaptive-deepsloth` with the
+  defence in its spec: BPDA / EOT for transforms, the capped loss for caps, the detector-evasion term for
+  detectors), and for detectors the detection rate at 1% and 5% false positives;
+* PGD: the final-exit accuracy of the defended deployment on the undefended PGD inputs.
+
+Detectors are fitted on `fit_n` training images and their per-sample DeepSloth versions (crafted like the
+test ones), their thresholds calibrated on the clean training scores, and their false-positive rates measured
+on the clean test images. The adaptive attack against a detector searches its weight on the first
+`probe_n` test images (the smallest of `DETECTOR_WEIGHTS` whose detection rate at 5% false positives is at
+most 5%, else the one with the lowest) and then crafts every input with it. A stream monitor is evaded by
+throttling: its adaptive row is the largest attacked share the monitor misses, and the efficacy reduction at
+that share (efficacy is linear in the exit counts, so it is the share times the full reduction).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .. import __version__
+from ..attacks.registry import resolve_spec
+from ..defences import Defence, parse_defence, register
+from ..errors import DeepslothError
+from ..exits.calibrate import rad_key, select_threshold, threshold_sweep
+from ..exits.forward import as_exit_list
+from ..io import read_json, write_json
+from ..precision import resolve_amp
+from .compare import compare
+from .context import Context, load_context
+from .craft import DEFAULT_BATCH, craft
+from .results import Crafted
+
+FORMAT = "deepsloth-defence/1"
+DEFAULT_DEFENCES = ("jpeg:quality=75", "bitdepth:bits=4", "median:kernel=3", "resize-pad:shrink=4",
+                    "exit-stats", "input", "monitor:window=100", "exit-cap:cost=0.5", "latency-cap:budget_ms=50")
+FPRS = (0.01, 0.05)
+DETECTOR_WEIGHTS = (1.0, 10.0, 100.0)
+ATTACKS = {"sample": "deepsloth-linf-sample", "universal": "deepsloth-linf-universal"}
+
+
+def slug(spec: str) -> str:
+    """A file-name-safe form of a defence's canonical name."""
+    return re.sub(r"[^a-z0-9.]+", "-", spec.lower()).strip("-")
+
+
+# ----------------------------------------------------------------------------- deployments
+def defended_context(ctx: Context, *, model=None, policy=None, recalibrate: bool = True) -> Context:
+    """`ctx` with the deployment's model (an input transform before the model) and/or exit policy (a cap).
+    With `recalibrate`, its thresholds are calibrated again on the defended clean outputs (not cached: they
+    belong to the defence); without, the bare model's thresholds are kept (a cap added to a deployment)."""
+    ctx.latency_model()   # measured on the bare model, shared by the defended one
+    keep = {k: v for k, v in ctx._cache.items() if k.startswith("latency") or k in ("wsha", "data")}
+    d = dataclasses.replace(ctx, model=model if model is not None else ctx.model,
+                            policy=policy if policy is not None else ctx.policy, _cache=keep)
+    _reset(d)
+    outs = d.clean_outputs
+    if not recalibrate:
+        d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
+        return d
+    d._cache["thresholds"] = _calibrate(outs, d.labels, d.rads, d.policy)
+    first = next(iter(d._cache["thresholds"].values()))
+    d._cache["calibration"] = {"n": d.n, "reference_accuracy": first["reference_accuracy"], "cached": False,
+                               "path": None}
+    return d
+
+
+def _calibrate(outputs, labels, rads, policy) -> Dict[str, Dict[str, Any]]:
+    """docs/method.md §4.2 per budget; where no threshold keeps the defended deployment within the budget (a
+    transform can make the internal classifiers much worse than the final exit), the strictest threshold of the
+    grid, marked `"qualified": false`."""
+    sweep = threshold_sweep(outputs, labels, policy)
+    ref = int((outputs.prediction[-1] == labels.to(outputs.prediction.device).long()).sum())
+    out = {}
+    for r in rads:
+        try:
+            out[rad_key(r)] = dict(select_threshold(sweep, ref, len(labels), r, policy.name), qualified=True)
+        except DeepslothError:
+            row = max(sweep, key=lambda x: x["threshold"])
+            out[rad_key(r)] = {"threshold": row["threshold"], "accuracy": row["accuracy"], "rad": float(r),
+                               "reference_accuracy": ref / max(1, len(labels)), "exit_counts": row["exit_counts"],
+                               "policy": policy.name, "qualified": False}
+    return out
+
+
+def _reset(ctx: Context) -> None:
+    reset = getattr(ctx.model, "reset", None)
+    if callable(reset):   # a randomised transform: every evaluation pass sees the same draws
+        reset()
+
+
+def _evaluate(ctx: Context, crafted: Crafted) -> Dict[str, Any]:
+    _reset(ctx)
+    rec = compare(ctx, crafted)
+    return {"final_accuracy": rec["attacked"]["final_accuracy"],
+            "rad": {k: {"efficacy": r["attacked"]["efficacy"], "efficacy_reduction": r["efficacy_reduction"],
+                        "latency_amplification": r["latency_amplification"],
+                        "accuracy": r["attacked"]["accuracy"]} for k, r in rec["rad"].items()},
+            "crafted": str(crafted.path) if crafted.path else None}
+
+
+def _clean(ctx: Context) -> Dict[str, Any]:
+    rec = compare(ctx, None)
+    return {"final_accuracy": rec["clean"]["final_accuracy"],
+            "rad": {k: {"threshold": r["threshold"], "accuracy": r["clean"]["accuracy"],
+                        "efficacy": r["clean"]["efficacy"], "mean_cost": r["clean"]["mean_cost"],
+                        "qualified": ctx.thresholds[k].get("qualified", True)}
+                    for k, r in rec["rad"].items()}}
+
+
+def resolve_cap(defence: Defence, ctx: Context) -> Tuple[Defence, Dict[str, Any]]:
+    """An `exit-cap:cost=c` or `latency-cap:budget_ms=t` made concrete for the model: `exit-cap:k=K`, and how K
+    was chosen."""
+    if defence.name == "exit-cap" and "k" in defence.params:
+        return defence, {}
+    costs = list(ctx.costs.normalised)
+    if defence.name == "exit-cap":
+        c = float(defence.params["cost"])
+        below = [i for i, v in enumerate(costs[:-1]) if v <= c]
+        if not below:
+            raise DeepslothError(f"{defence.spec}: even the first exit costs {costs[0]:.3f} of the network")
+        k, why = below[-1], {"cost_limit": c, "exit_cost": costs[below[-1]]}
+    else:
+        from ..defences.caps import LatencyCap
+        cap = LatencyCap(float(defence.params["budget_ms"]), ctx.latency_model())
+        k, why = int(cap.k), {"budget_ms": float(defence.params["budget_ms"]), "exit_cost": costs[int(cap.k)]}
+    return parse_defence(f"exit-cap:k={k}"), why
+
+
+# ----------------------------------------------------------------------------- inputs
+def _train_context(ctx: Context, n: int) -> Context:
+    """A context whose inputs are the first `n` training images (what detectors are fitted on)."""
+    from ..data.selection import subset_dataset
+    from ..exits.calibrate import data_sha256
+
+    pool = ctx.train_pool()
+    chosen = subset_dataset(pool, indices=torch.arange(min(n, len(pool))))
+    d = dataclasses.replace(ctx, test=chosen, _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
+    d._cache["data"] = {"dataset": ctx.dataset, "split": "train", "kind": ctx.data_kind, "n": len(chosen),
+                        "selection": f"the first {len(chosen)} training images in stored order",
+                        "source": chosen.source, "sha256": data_sha256(chosen.images, chosen.labels)}
+    d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
+    return d
+
+
+def _probe_context(ctx: Context, n: int) -> Context:
+    d = dataclasses.replace(ctx, test=ctx.test.subset(min(n, ctx.n)), calib_n=ctx.calib_n,
+                            _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
+    d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
+    return d
+
+
+@torch.no_grad()
+def exit_logits(ctx: Context, x: torch.Tensor) -> List[torch.Tensor]:
+    """Every exit's logits of `x` ([N,3,H,W] in [0, 1] or uint8) on the context's model, in batches (CPU)."""
+    parts: List[List[torch.Tensor]] = []
+    was = ctx.model.training
+    ctx.model.eval()
+    try:
+        for s in range(0, len(x), ctx.batch_size):
+            xb = x[s:s + ctx.batch_size].to(ctx.device)
+            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+            parts.append([z.float().cpu() for z in as_exit_list(ctx.model(xb))])
+    finally:
+        ctx.model.train(was)
+    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def _exit_indices(ctx: Context, x: Optional[torch.Tensor], rad: str) -> torch.Tensor:
+    outs = ctx.clean_outputs if x is None else ctx.outputs(x, desc="forward")
+    return ctx.policy.exit_index(outs, float(ctx.thresholds[rad]["threshold"]))
+
+
+# ----------------------------------------------------------------------------- the study
+class DefenceStudy:
+    """One model's defence study; `row(text)` computes (or reads back) one defence's record."""
+
+    def __init__(self, model: str, *, n: int = 500, out_dir: Path | str = "deepsloth-results", seed: int = 0,
+                 device: str = "auto", amp: Optional[str] = None, rads: Sequence[float] = (5.0, 15.0),
+                 fit_n: int = 1000, probe_n: int = 100, batch_size: int = DEFAULT_BATCH,
+                 data_root: Optional[str] = None, attack_options: Optional[Dict[str, Any]] = None,
+                 log: Callable[[str], None] = lambda s: None):
+        self.ctx = load_context(model, n=n, rads=rads, device=device, data_root=data_root)
+        self.out = Path(out_dir) / self.ctx.name
+        self.adv = self.out / "adversarial"
+        self.seed, self.batch_size, self.fit_n, self.probe_n, self.log = seed, batch_size, fit_n, probe_n, log
+        self.amp = resolve_amp(amp, self.ctx.device) if amp not in (None, "off") else None
+        self.attack_options = dict(attack_options or {})   # e.g. fewer steps, for a quick look
+        self._crafted: Dict[Any, Crafted] = {}
+        self._cache: Dict[str, Any] = {}
+
+    # -- crafting
+    def spec(self, cell: str, **options: Any):
+        from ..attacks.registry import allowed_options, parse_name
+        base, _, scope = parse_name(cell)
+        extra = {k: v for k, v in self.attack_options.items() if k in allowed_options(base, scope)}
+        return resolve_spec(cell, dataset=self.ctx.dataset, device=self.ctx.device, amp=self.amp, **extra, **options)
+
+    def crafted(self, cell: str, ctx: Optional[Context] = None, **options: Any) -> Crafted:
+        ctx = ctx or self.ctx
+        spec = self.spec(cell, **options)
+        key = (id(ctx), spec.id)
+        if key not in self._crafted:
+            self._crafted[key] = craft(ctx, spec, seed=self.seed, batch_size=self.batch_size, out_dir=self.adv,
+                                       log=self.log)
+        return self._crafted[key]
+
+    def baseline(self) -> Dict[str, Crafted]:
+        return {"sample": self.crafted(ATTACKS["sample"]), "universal": self.crafted(ATTACKS["universal"]),
+                "pgd": self.crafted("pgd-linf-sample")}
+
+    @property
+    def train_ctx(self) -> Context:
+        if "train" not in self._cache:
+            self._cache["train"] = _train_context(self.ctx, self.fit_n)
+        return self._cache["train"]
+
+    # -- one record
+    def path(self, text: str) -> Path:
+        return self.out / f"defence-{slug(parse_defence(text).spec)}.json"
+
+    def row(self, text: str) -> Tuple[Dict[str, Any], bool]:
+        """(record, whether it existed)."""
+        defence = parse_defence(text)
+        path = self.path(text)
+        if path.is_file():
+            try:
+                rec = read_json(path)
+                if rec.get("format") == FORMAT:
+                    return rec, True
+            except DeepslothError:
+                pass   # a damaged record is computed again
+        base = self.baseline()
+        rec = {"format": FORMAT, "package_version": __version__,
+               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "model": self.ctx.model_record(), "data": self.ctx.data_record(), "seed": self.seed,
+               "amp": self.amp, "policy": self.ctx.policy.describe(),
+               "defence": {"spec": defence.spec, "kind": defence.kind, "name": defence.name,
+                           "params": defence.params}}
+        rec.update(getattr(self, f"_{defence.kind}")(defence, base))
+        write_json(path, rec)
+        return rec, False
+
+    def undefended(self) -> Tuple[Dict[str, Any], bool]:
+        path = self.out / "defence-none.json"
+        if path.is_file():
+            try:
+                rec = read_json(path)
+                if rec.get("format") == FORMAT:
+                    return rec, True
+            except DeepslothError:
+                pass
+        base = self.baseline()
+        rec = {"format": FORMAT, "package_version": __version__,
+               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "model": self.ctx.model_record(), "data": self.ctx.data_record(), "seed": self.seed,
+               "amp": self.amp, "policy": self.ctx.policy.describe(),
+               "defence": {"spec": "none", "kind": "none", "name": "none", "params": {}},
+               "clean": _clean(self.ctx),
+               "attacks": {k: {"non_adaptive": _evaluate(self.ctx, base[k])} for k in ("sample", "universal")},
+               "pgd": _evaluate(self.ctx, base["pgd"])}
+        write_json(path, rec)
+        return rec, False
+
+    # -- per kind
+    def _adaptive(self, defence_spec: str, dctx: Context, **options: Any) -> Dict[str, Tuple[Dict[str, Any], Crafted]]:
+        out = {}
+        for scope, cell in ATTACKS.items():
+            crafted = self.crafted(f"adaptive-{cell}", defence=defence_spec, **options)
+            out[scope] = (dict(_evaluate(dctx, crafted), attack_id=crafted.spec.id, spec=crafted.spec.to_dict()),
+                          crafted)
+        return out
+
+    def _transform(self, defence: Defence, base) -> Dict[str, Any]:
+        from ..defences.transforms import Transformed
+        dctx = defended_context(self.ctx, model=Transformed(self.ctx.model, defence.transform, seed=self.seed))
+        adaptive = self._adaptive(defence.spec, dctx)
+        return {"clean": _clean(dctx),
+                "attacks": {k: {"non_adaptive": _evaluate(dctx, base[k]), "adaptive": adaptive[k][0]}
+                            for k in ATTACKS},
+                "pgd": _evaluate(dctx, base["pgd"])}
+
+    def _cap(self, defence: Defence, base) -> Dict[str, Any]:
+        from ..defences.caps import ExitCap
+        concrete, why = resolve_cap(defence, self.ctx)
+        dctx = defended_context(self.ctx, policy=ExitCap(concrete.cap, self.ctx.policy), recalibrate=False)
+        adaptive = self._adaptive(concrete.spec, dctx)
+        return {"cap": dict(why, exit=concrete.cap, resolved=concrete.spec), "clean": _clean(dctx),
+                "attacks": {k: {"non_adaptive": _evaluate(dctx, base[k]), "adaptive": adaptive[k][0]}
+                            for k in ATTACKS},
+                "pgd": _evaluate(dctx, base["pgd"])}
+
+    def _detector(self, defence: Defence, base) -> Dict[str, Any]:
+        from ..defences.detectors import ExitStatsDetector, InputDetector
+        ctx, tctx = self.ctx, self.train_ctx
+        train_adv = self.crafted(ATTACKS["sample"], ctx=tctx)
+        on_input = defence.name == "input"
+
+        def scores(det, x: Optional[torch.Tensor], c: Context = ctx) -> torch.Tensor:
+            x = c.clean if x is None else x
+            with torch.no_grad():
+                return (det.score(x.to(ctx.device)) if on_input else det.score(exit_logits(c, x))).cpu()
+
+        if on_input:
+            det = InputDetector(seed=self.seed)
+            det.fit(tctx.clean, train_adv.inputs, seed=self.seed, device=ctx.device)
+        else:
+            det = ExitStatsDetector()
+            det.fit(exit_logits(tctx, tctx.clean), exit_logits(tctx, train_adv.inputs), seed=self.seed)
+        clean_train = scores(det, None, tctx)
+        for fpr in FPRS:
+            det.calibrate(clean_train, fpr)
+        name = register(det)
+        det.save(self.out / "detectors" / name.replace("@", "-"))
+        clean_test = scores(det, None)
+
+        def detection(x: torch.Tensor) -> Dict[str, float]:
+            s = scores(det, x)
+            return {f"{f:g}": det.detection_rate(s, f) for f in FPRS}
+
+        # the weight of the evasion term: searched on the first probe_n test images
+        search, weight = [], None
+        probe = _probe_context(ctx, self.probe_n)
+        for w in DETECTOR_WEIGHTS:
+            crafted = self.crafted(f"adaptive-{ATTACKS['sample']}", ctx=probe, defence=name, detector_weight=w)
+            rate = det.detection_rate(scores(det, crafted.inputs, probe), 0.05)
+            search.append({"weight": w, "detection_at_0.05": rate})
+            if rate <= 0.05:
+                weight = w
+                break
+        if weight is None:
+            weight = min(search, key=lambda r: (r["detection_at_0.05"], r["weight"]))["weight"]
+        adaptive = self._adaptive(name, ctx, detector_weight=weight)
+        attacks = {}
+        for k in ATTACKS:
+            na = dict(_evaluate(ctx, base[k]), detection=detection(base[k].inputs))
+            ad = dict(adaptive[k][0], detection=detection(adaptive[k][1].inputs))
+            attacks[k] = {"non_adaptive": na, "adaptive": ad}
+        return {"detector": {"name": name, "fit_n": len(tctx.test), "describe": det.describe(),
+                             "false_positive_rate": {f"{f:g}": det.false_positive_rate(clean_test, f) for f in FPRS},
+                             "weight": weight, "weight_search": search},
+                "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}
+
+    def _monitor(self, defence: Defence, base) -> Dict[str, Any]:
+        from ..defences.detectors import StreamMonitor
+        ctx, tctx = self.ctx, self.train_ctx
+        per_rad = {}
+        for rad in (f"{r:g}" for r in ctx.rads):
+            key = next(k for k in ctx.thresholds if float(k) == float(rad))
+            mon = StreamMonitor(window=int(defence.params["window"]))
+            mon.fit(_exit_indices(tctx, None, key), ctx.num_exits, false_alarm_rate=0.01, seed=self.seed)
+            clean_idx = _exit_indices(ctx, None, key)
+            row = {"late_from": mon.late_from, "threshold": mon.threshold,
+                   "false_alarm_rate": mon.false_alarm_rate(clean_idx, seed=self.seed + 1)}
+            for k in ATTACKS:
+                adv_idx = _exit_indices(ctx, base[k].inputs, key)
+                share = mon.max_undetected_share(clean_idx, adv_idx, seed=self.seed + 1)
+                full = _evaluate(ctx, base[k])["rad"][key]["efficacy_reduction"]
+                row[k] = {"alarm_rate": mon.detection(clean_idx, adv_idx, 1.0, seed=self.seed + 1),
+                          "max_undetected_share": share,
+                          "throttled_efficacy_reduction": None if full is None else share * full}
+            per_rad[key] = row
+        attacks = {k: {"non_adaptive": _evaluate(ctx, base[k])} for k in ATTACKS}
+        return {"monitor": per_rad, "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}
+
+
+def load_records(folder: Path | str) -> List[Dict[str, Any]]:
+    """Every defence record (`defence-*.json`) under `folder`, recursively; unreadable ones are left out."""
+    folder = Path(folder)
+    files = [folder] if folder.is_file() else sorted(folder.rglob("defence-*.json"))
+    out = []
+    for f in files:
+        if "adversarial" in f.parts:
+            continue
+        try:
+            rec = read_json(f)
+        except DeepslothError:
+            continue
+        if isinstance(rec, dict) and rec.get("format") == FORMAT:
+            out.append(rec)
+    return out
+
+
+def run_defences(model: str, defences: Sequence[str] = DEFAULT_DEFENCES, **kwargs: Any) -> List[Dict[str, Any]]:
+    """The undefended row and one record per defence (see the module docstring); finished records are read
+    back, so a killed study resumes."""
+    for text in defences:   # every name checked before anything is loaded or crafted
+        parse_defence(text)
+    log = kwargs.get("log", lambda s: None)
+    study = DefenceStudy(model, **kwargs)
+    for text in defences:   # caps made concrete for this model (a budget no exit meets is an error) before crafting
+        d = parse_defence(text)
+        if d.kind == "cap":
+            resolve_cap(d, study.ctx)
+    rows = []
+    rec, existed = study.undefended()
+    rows.append(rec)
+    for text in defences:
+        rec, existed = study.row(text)
+        log(f"{rec['defence']['spec']:28s} {'done before' if existed else 'done'}")
+        rows.append(rec)
+    return rows
+
+
+__all__ = ["load_records", "FORMAT", "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences", "defended_context",
+           "resolve_cap", "exit_logits", "slug"]
