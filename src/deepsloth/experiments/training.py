@@ -18,7 +18,8 @@ from ..device import resolve_device
 from ..errors import DeepslothError
 from ..models.io import read_model_meta
 from ..models.lineage import parent_record
-from ..models.registry import MULTI_EXIT, attach_ics, create_model, parse_name
+from ..models.attach import attach_exits
+from ..models.registry import CUSTOM, MULTI_EXIT, attach_ics, create_model, parse_name
 from ..models.zoo import resolve_model
 from ..train.adversarial import AdversarialTraining
 from ..train.loop import train_model
@@ -27,7 +28,7 @@ from ..train.recipes import MODES, default_recipe
 
 @dataclass
 class TrainConfig:
-    arch: str
+    arch: Optional[str]             # None: the --from model's (a model directory naming its builder has no other)
     out: str
     mode: str = "cnn"
     dataset: str = "cifar10"
@@ -55,11 +56,28 @@ class TrainConfig:
     amp: Optional[str] = None       # "bf16": forwards under bf16 autocast (deepsloth.precision)
     device: str = "auto"
     data_root: Optional[str] = None
+    exit_points: Optional[List[str]] = None   # ic-only from your own model: the modules the exits read
+
+
+def _arch_of(cfg: TrainConfig) -> str:
+    """The architecture trained: --arch, or the --from model's; a model directory naming its builder
+    (models.registry.export_model) is the custom architecture."""
+    parent = read_model_meta(resolve_model(cfg.init_from)) if cfg.init_from else {}
+    if parent.get("builder"):
+        if cfg.arch not in (None, CUSTOM):
+            raise DeepslothError(f"--from {cfg.init_from} is your own model (built by {parent['builder']}); "
+                                 f"leave out --arch")
+        return CUSTOM
+    if cfg.arch is None:
+        if not parent:
+            raise DeepslothError("--arch is needed (or --from MODEL to continue from)")
+        return parent["arch"]
+    return parse_name(cfg.arch)[0]
 
 
 def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     device = dist.device if dist is not None else resolve_device(cfg.device)
-    arch, _ = parse_name(cfg.arch)
+    arch = _arch_of(cfg)
     if cfg.mode not in MODES:
         raise DeepslothError(f"unknown training mode {cfg.mode!r}; choose from {', '.join(MODES)}")
     recipe = default_recipe(arch, cfg.mode, cfg.recipe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
@@ -69,6 +87,12 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
     if cfg.init_from and cfg.mode == "sdn":
         raise DeepslothError("--from is only used with --mode ic-only (the CNN to attach ICs to) "
                              "or --mode cnn (a CNN to continue training)")
+    if arch == CUSTOM and cfg.mode == "ic-only" and not cfg.exit_points:
+        raise DeepslothError("--mode ic-only on your own model needs --exit-points: the modules the exits read "
+                             "(names as in model.named_modules())")
+    if cfg.exit_points and not (arch == CUSTOM and cfg.mode == "ic-only"):
+        raise DeepslothError("--exit-points places exits on your own model (--from a model directory naming its "
+                             "builder, --mode ic-only); the toolkit's architectures have theirs")
     adversarial = None
     if cfg.adv:
         adversarial = AdversarialTraining(cfg.adv, mode=cfg.mode, eps=cfg.adv_eps, steps=cfg.adv_steps,
@@ -110,6 +134,10 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
     if cfg.init_from:
         model = create_model(cfg.init_from)
         parent = model.meta
+        if arch == CUSTOM:   # the builder and its arguments travel with the weights
+            meta.update(arch=CUSTOM, builder=parent["builder"], builder_kwargs=parent.get("builder_kwargs") or {})
+            if cfg.mode == "ic-only":
+                meta["exit_points"] = list(cfg.exit_points)
         if parent["arch"] != arch or parent["dataset"] != cfg.dataset or arch in MULTI_EXIT:
             raise DeepslothError(f"--from {cfg.init_from} is a {parent['mode']} {parent['arch']} on "
                                  f"{parent['dataset']}, not a {arch} CNN or SDN on {cfg.dataset}")
@@ -118,7 +146,13 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
         if (parent.get("class_subset") or {}).get("classes") != (meta.get("class_subset") or {}).get("classes"):
             raise DeepslothError(f"--from {cfg.init_from} was trained on other classes than --classes")
         meta["parent"] = parent_record(cfg.init_from, parent)
-        if cfg.mode == "ic-only":
+        if cfg.mode == "ic-only" and arch == CUSTOM:
+            size = meta["input_size"]
+            try:
+                model = attach_exits(model, cfg.exit_points, meta["num_classes"], (3, size, size), seed=cfg.seed)
+            except ValueError as exc:
+                raise DeepslothError(str(exc)) from None
+        elif cfg.mode == "ic-only":
             model = attach_ics(model, cfg.dataset, num_classes=meta["num_classes"], seed=cfg.seed)
     else:
         model = create_model(arch, cfg.dataset, sdn=cfg.mode == "sdn", seed=cfg.seed,

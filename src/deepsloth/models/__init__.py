@@ -5,7 +5,8 @@ from .attach import AttachedExits, attach_exits
 from .backbones import Backbone, mobilenet, resnet56, vgg16bn
 from .io import read_model_meta, save_model_dir
 from .msdnet import MSDNetConfig, msdnet
-from .registry import ARCHITECTURES, DATASET_SHAPES, MULTI_EXIT, attach_ics, count_parameters, create_model
+from .registry import (ARCHITECTURES, DATASET_SHAPES, MULTI_EXIT, attach_ics, count_parameters, create_model,
+                       export_model)
 from .sdn import InternalClassifier, MultiExitNet, build_sdn
 from .views import ExitView, exit_view
 
@@ -13,4 +14,5 @@ __all__ = [
     "Backbone", "vgg16bn", "resnet56", "mobilenet", "msdnet", "MSDNetConfig", "InternalClassifier",
     "MultiExitNet", "build_sdn", "create_model", "attach_ics", "count_parameters", "ARCHITECTURES", "MULTI_EXIT",
     "DATASET_SHAPES", "read_model_meta", "save_model_dir", "ExitView", "exit_view", "attach_exits", "AttachedExits",
+    "export_model",
 ]

@@ -5,14 +5,20 @@
     create_model("resnet56", dataset="cifar10", pretrained=True)  # the zoo model of an architecture
     create_model("resnet56", dataset="cifar10", seed=0)           # a new SDN, initialised
 
+Your own model enters through a model directory that names the function building it
+(`export_model`, docs/python-api.md "Bring your own model"): `create_model` imports that function,
+builds the network, attaches the exits the directory lists (`attach_exits`) and loads the weights
+strictly, so every command (`train --mode ic-only --from`, `audit`, `grid`, `defend`, ...) takes it.
+
 Every model it returns carries its metadata as `model.meta` (a trained model's `model.json`) and
 its directory as `model.model_dir` (None for a new one). Architecture names may carry the kind as
 a suffix (`resnet56_sdn`, `resnet56_cnn`).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import importlib
 import os
 from pathlib import Path
 
@@ -21,7 +27,8 @@ from torch import nn
 
 from ..errors import DeepslothError
 from .backbones import Backbone, mobilenet, resnet56, vgg16bn
-from .io import META, WEIGHTS, load_state_strict, read_model_meta, read_weights
+from .attach import attach_exits
+from .io import META, WEIGHTS, load_state_strict, read_model_meta, read_weights, save_model_dir
 from .msdnet import msdnet
 from .vit import vit
 from .sdn import MultiExitNet, build_sdn
@@ -38,6 +45,8 @@ MULTI_EXIT: Dict[str, Callable[..., nn.Module]] = {
     "msdnet": msdnet,
     "vit": vit,
 }
+# The arch of a model directory whose model.json names its builder ("builder": "package.module:function")
+CUSTOM = "custom"
 ALIASES = {"vgg16": "vgg16bn", "vgg16_bn": "vgg16bn", "resnet-56": "resnet56", "mobilenetv1": "mobilenet"}
 
 # (number of classes, input size) of the datasets the paper uses.
@@ -133,6 +142,61 @@ def _build(name: str, dataset: str, *, sdn: Optional[bool], num_classes: Optiona
     return model.to(device)
 
 
+def import_builder(spec: str) -> Callable[..., nn.Module]:
+    """The function `package.module:function` names (imported like any module of your code: a builder
+    directory runs the code it names, it never unpickles anything)."""
+    module, _, attr = str(spec).partition(":")
+    if not module or not attr:
+        raise DeepslothError(f"a builder is named package.module:function, got {spec!r}")
+    try:
+        fn = importlib.import_module(module)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError) as exc:
+        raise DeepslothError(f"cannot import the builder {spec!r}: {exc}; is its package on PYTHONPATH?") from None
+    if not callable(fn):
+        raise DeepslothError(f"the builder {spec!r} is not a function")
+    return fn
+
+
+def _build_custom(meta: Dict[str, Any]) -> nn.Module:
+    """A builder directory's network: the builder's model, with its exits attached unless it is a plain CNN."""
+    net = import_builder(meta["builder"])(**dict(meta.get("builder_kwargs") or {}))
+    if not isinstance(net, nn.Module):
+        raise DeepslothError(f"the builder {meta['builder']!r} returned a {type(net).__name__}, not a torch module")
+    if meta["mode"] == "cnn":
+        return net
+    points = meta.get("exit_points")
+    if not points:
+        raise DeepslothError(f"a {meta['mode']} model built by {meta['builder']!r} needs its exit_points in model.json")
+    size = int(meta.get("input_size") or dataset_shape(meta["dataset"])[1])
+    try:
+        return attach_exits(net.eval(), points, int(meta["num_classes"]), (3, size, size))
+    except ValueError as exc:
+        raise DeepslothError(str(exc)) from None
+
+
+def export_model(net: nn.Module, path: os.PathLike | str, *, builder: str, dataset: str,
+                 builder_kwargs: Optional[Dict[str, Any]] = None, num_classes: Optional[int] = None,
+                 input_size: Optional[int] = None, exit_points: Optional[Sequence[str]] = None) -> Path:
+    """Save your model as a model directory naming the function that builds it: a plain CNN (`net` an
+    `nn.Module` returning one logits tensor), or, with `exit_points`, the `AttachedExits` made by
+    `attach_exits(net_built_by_builder, exit_points, ...)`. The builder (`package.module:function`,
+    called with `builder_kwargs`) must rebuild the same network; the export checks it by loading the
+    directory back strictly."""
+    classes, size = dataset_shape(dataset)
+    meta: Dict[str, Any] = {"arch": CUSTOM, "dataset": dataset, "mode": "cnn" if not exit_points else "sdn",
+                            "num_classes": int(num_classes or classes), "input_size": int(input_size or size),
+                            "builder": str(builder), "builder_kwargs": dict(builder_kwargs or {})}
+    if exit_points:
+        meta["exit_points"] = list(exit_points)
+    with torch.random.fork_rng(devices=[]):   # the builder must rebuild this network: checked before writing
+        rebuilt = _build_custom(meta)
+    load_state_strict(rebuilt, {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                      f"the network {builder} builds")
+    return save_model_dir(path, net, meta)
+
+
 def _load_dir(path: os.PathLike | str, device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a model directory, strictly loaded, in eval mode (`create_model` uses it)."""
     path = Path(path)
@@ -140,8 +204,12 @@ def _load_dir(path: os.PathLike | str, device: str | torch.device = "cpu") -> nn
     missing = [k for k in ("arch", "dataset", "mode") if k not in meta]
     if missing:
         raise DeepslothError(f"{path / META} lacks the field {missing[0]!r}")
-    model = _build(meta["arch"], meta["dataset"], sdn=meta["mode"] != "cnn", num_classes=meta.get("num_classes"),
-                   input_size=meta.get("input_size"), seed=None, device="cpu")
+    if meta.get("builder"):
+        with torch.random.fork_rng(devices=[]):
+            model = _build_custom(meta)
+    else:
+        model = _build(meta["arch"], meta["dataset"], sdn=meta["mode"] != "cnn", num_classes=meta.get("num_classes"),
+                       input_size=meta.get("input_size"), seed=None, device="cpu")
     load_state_strict(model, read_weights(path), str(path / WEIGHTS))
     model.meta = meta
     model.model_dir = path
