@@ -21,7 +21,7 @@ def run(args) -> int:
     rows = []
     for model in args.model:
         rows += run_defences(model, args.defences, n=args.n, out_dir=out, seed=args.seed, device=args.device,
-                             amp=args.amp, rads=args.rad, fit_n=args.fit_n, probe_n=args.probe_n,
+                             amp=args.amp, rads=args.rad, fit_n=args.fit_n, probe_n=args.probe_n, eot=args.eot,
                              batch_size=args.batch_size, data_root=args.data_root, log=log)
     if args.json:
         print_json(rows)
@@ -32,7 +32,7 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    from ..experiments.defend import DEFAULT_DEFENCES
+    from ..experiments.defend import DEFAULT_DEFENCES, STUDY_EOT
 
     p = sub.add_parser("defend", help="defences against slowdown, each against a non-adaptive and an adaptive attacker",
                        description="Per model and defence: the defended deployment's clean accuracy and efficacy, "
@@ -45,10 +45,12 @@ def register(sub) -> None:
     p.add_argument("--n", "--first-n", dest="n", type=positive_int, default=500, help="first N test images (500)")
     p.add_argument("--rad", type=rad_value, nargs="+", default=[5.0, 15.0], metavar="R",
                    help="relative accuracy drop budgets in percent (default: 5 15)")
-    p.add_argument("--fit-n", type=positive_int, default=1000,
-                   help="detectors: training images (and their attacked versions) they are fitted on (1000)")
+    p.add_argument("--fit-n", type=positive_int, default=500,
+                   help="detectors: training images (and their attacked versions) they are fitted on (500)")
     p.add_argument("--probe-n", type=positive_int, default=100,
                    help="detectors: test images the adaptive attack's weight is searched on (100)")
+    p.add_argument("--eot", type=positive_int, default=STUDY_EOT,
+                   help=f"randomised transforms: draws the adaptive attack averages per step ({STUDY_EOT})")
     p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
     add_amp(p)
     add_seed(p)

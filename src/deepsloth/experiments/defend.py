@@ -20,7 +20,8 @@ finished one is skipped on a rerun):
   detectors), and for detectors the detection rate at 1% and 5% false positives;
 * PGD: the final-exit accuracy of the defended deployment on the undefended PGD inputs.
 
-Detectors are fitted on `fit_n` training images and their per-sample DeepSloth versions (crafted like the
+A randomised transform's adaptive attack averages `eot` draws per step (4 by default; the attack's own default
+is 8). Detectors are fitted on `fit_n` training images and their per-sample DeepSloth versions (crafted like the
 test ones), their thresholds calibrated on the clean training scores, and their false-positive rates measured
 on the clean test images. The adaptive attack against a detector searches its weight on the first
 `probe_n` test images (the smallest of `DETECTOR_WEIGHTS` whose detection rate at 5% false positives is at
@@ -55,6 +56,9 @@ FORMAT = "deepsloth-defence/1"
 DEFAULT_DEFENCES = ("jpeg:quality=75", "bitdepth:bits=4", "median:kernel=3", "resize-pad:shrink=4",
                     "exit-stats", "input", "monitor:window=100", "exit-cap:cost=0.5", "latency-cap:budget_ms=50")
 FPRS = (0.01, 0.05)
+# draws per step of the adaptive attack on a randomised transform: half the attack's default (each draw costs a
+# forward and backward of the model; the study states what it used)
+STUDY_EOT = 4
 DETECTOR_WEIGHTS = (1.0, 10.0, 100.0)
 ATTACKS = {"sample": "deepsloth-linf-sample", "universal": "deepsloth-linf-universal"}
 
@@ -197,13 +201,14 @@ class DefenceStudy:
 
     def __init__(self, model: str, *, n: int = 500, out_dir: Path | str = "deepsloth-results", seed: int = 0,
                  device: str = "auto", amp: Optional[str] = None, rads: Sequence[float] = (5.0, 15.0),
-                 fit_n: int = 1000, probe_n: int = 100, batch_size: int = DEFAULT_BATCH,
+                 fit_n: int = 500, probe_n: int = 100, eot: int = STUDY_EOT, batch_size: int = DEFAULT_BATCH,
                  data_root: Optional[str] = None, attack_options: Optional[Dict[str, Any]] = None,
                  log: Callable[[str], None] = lambda s: None):
         self.ctx = load_context(model, n=n, rads=rads, device=device, data_root=data_root)
         self.out = Path(out_dir) / self.ctx.name
         self.adv = self.out / "adversarial"
         self.seed, self.batch_size, self.fit_n, self.probe_n, self.log = seed, batch_size, fit_n, probe_n, log
+        self.eot = eot
         self.amp = resolve_amp(amp, self.ctx.device) if amp not in (None, "off") else None
         self.attack_options = dict(attack_options or {})   # e.g. fewer steps, for a quick look
         self._crafted: Dict[Any, Crafted] = {}
@@ -294,7 +299,7 @@ class DefenceStudy:
     def _transform(self, defence: Defence, base) -> Dict[str, Any]:
         from ..defences.transforms import Transformed
         dctx = defended_context(self.ctx, model=Transformed(self.ctx.model, defence.transform, seed=self.seed))
-        adaptive = self._adaptive(defence.spec, dctx)
+        adaptive = self._adaptive(defence.spec, dctx, **({"eot": self.eot} if defence.randomized else {}))
         return {"clean": _clean(dctx),
                 "attacks": {k: {"non_adaptive": _evaluate(dctx, base[k]), "adaptive": adaptive[k][0]}
                             for k in ATTACKS},
@@ -422,5 +427,5 @@ def run_defences(model: str, defences: Sequence[str] = DEFAULT_DEFENCES, **kwarg
     return rows
 
 
-__all__ = ["load_records", "FORMAT", "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences", "defended_context",
+__all__ = ["load_records", "STUDY_EOT", "FORMAT", "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences", "defended_context",
            "resolve_cap", "exit_logits", "slug"]
