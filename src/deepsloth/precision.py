@@ -9,6 +9,10 @@ fp32 (`benchmarks/train_throughput.py --amp` prints the ratio); on CPUs without 
 bf16 is emulated and many times *slower* than fp32; on CUDA it uses the tensor cores.
 `amp="auto"` picks bf16 only where the device has it natively (`native_bf16`), else fp32.
 Evaluation, calibration and the saved weights stay fp32.
+
+When the user names no precision, `default_amp` says what to run: "auto" on CUDA (bf16 on any GPU
+that computes it natively, Ampere and later), "off" (fp32) elsewhere, so CPU runs and their results
+are unchanged; `--amp off` keeps fp32 on a GPU.
 """
 from __future__ import annotations
 
@@ -79,6 +83,11 @@ def resolve_amp(amp: Optional[str], device) -> Optional[str]:
     return amp
 
 
+def default_amp(device) -> str:
+    """The precision mode when none is given: "auto" on CUDA, "off" (fp32) on any other device."""
+    return "auto" if torch.device(device).type == "cuda" else "off"
+
+
 def autocast(device: torch.device, amp: Optional[str]):
     """The autocast context for `amp` ("bf16", or "auto" resolved on `device`; a no-op context
     when fp32). It does not warn: `resolve_amp` does, once, where a run starts."""
@@ -90,4 +99,4 @@ def autocast(device: torch.device, amp: Optional[str]):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-__all__ = ["AMP_CHOICES", "check_amp", "native_bf16", "resolve_amp", "autocast"]
+__all__ = ["AMP_CHOICES", "check_amp", "native_bf16", "resolve_amp", "default_amp", "autocast"]

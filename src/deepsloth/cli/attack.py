@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (AMP_CHOICES, DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, emit,
-                     model_dataset, nonempty,
+from .common import (AMP_CHOICES, DEFAULT_RESULTS, add_context, add_json, add_seed, amp_from, context_from, dist_from,
+                     emit, model_dataset, nonempty,
                      nonneg_float, positive_int, positive_number, writable_dir)
 from ..errors import DeepslothError
 from .text import print_comparison
@@ -43,13 +43,15 @@ def spec_options(args) -> dict:
         if flag not in flags:
             raise DeepslothError(f"{attack} takes no {flag}")
         opts[flags[flag][0]] = kind[value] if isinstance(kind, dict) else value
-    if getattr(args, "amp", "off") != "off":
-        opts["amp"] = args.amp
+    amp = amp_from(args)   # not given: auto (bf16 where native) on CUDA, off elsewhere
+    if amp != "off":
+        opts["amp"] = amp
     return opts
 
 
 def run(args) -> int:
     from ..attacks.registry import resolve_spec
+    from ..experiments.craft import crafting_batch
     from ..experiments.grid import model_dir, run_cell
 
     spec = resolve_spec(args.attack, norm=args.norm, scope=args.scope, dataset=model_dataset(args.model),
@@ -58,7 +60,10 @@ def run(args) -> int:
     dist = dist_from(args)   # under torchrun: batches split across ranks, rank 0 writes and prints
     ctx = context_from(args, device=dist.device)
     folder = model_dir(out, ctx)
-    rec, path, existed = run_cell(ctx, spec, folder, seed=args.seed, batch_size=args.batch_size, dist=dist,
+    batch = args.batch_size
+    if batch is None and dist.active:   # the ranks split the batches: every rank takes rank 0's layout
+        batch = dist.broadcast(crafting_batch(ctx, spec))
+    rec, path, existed = run_cell(ctx, spec, folder, seed=args.seed, batch_size=batch, dist=dist,
                                   log=lambda s: print(s, flush=True) if not args.json and dist.is_main else None)
     dist.close()
     if not dist.is_main:
@@ -99,14 +104,21 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=kind, default=None, help=helps[flag])
     add_amp(p)
     add_seed(p)
-    p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
+    add_batch_size(p)
+
+
+def add_batch_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="per-sample crafting batch, part of the result's key (default: 128 on CPU; on CUDA the largest "
+                        "power of two up to 4096 that fits the free GPU memory)")
 
 
 def add_amp(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--amp", default="off", choices=AMP_CHOICES,
+    p.add_argument("--amp", default=None, choices=AMP_CHOICES,
                    help="bf16: craft under bf16 autocast (about 2x faster for VGG16-BN / ResNet-56 on AMX CPUs and "
                         "on GPUs; none for MobileNet on CPU; many times slower on CPUs without native bf16); auto: "
-                        "bf16 only where the device has it natively. Part of the attack spec; evaluation stays fp32")
+                        "bf16 only where the device has it natively; off: fp32 (default: auto on CUDA, off elsewhere). Part "
+                        "of the attack spec; evaluation stays fp32")
 
 
 def register(sub) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .attack import add_amp, add_batch_size
 from .common import (add_data_root, add_device, add_json, add_rad, add_seed, nonempty, positive_int, print_json,
                      writable_dir)
 
@@ -15,7 +16,7 @@ def run(args) -> int:
     from ..experiments.audit import AuditConfig, format_table, run_audit
 
     cfg = AuditConfig(model=args.model, data=args.data, n=args.n, rads=tuple(args.rad), seed=args.seed,
-                      batch_size=args.batch_size, device=args.device, data_root=args.data_root)
+                      batch_size=args.batch_size, device=args.device, data_root=args.data_root, amp=args.amp)
     cfg.check()
     out = writable_dir(args.out)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
@@ -50,7 +51,8 @@ def register(sub) -> None:
     p.add_argument("--n", type=positive_int, default=DEFAULT_N, help="audit the first N test images")
     add_rad(p)
     add_seed(p)
-    p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch size")
+    add_batch_size(p)
+    add_amp(p)
     p.add_argument("--out", default="deepsloth-audit", type=nonempty, help="report directory")
     add_json(p)
     add_device(p)

@@ -65,7 +65,9 @@ def add_context(p: argparse.ArgumentParser, several_models: bool = False) -> Non
     p.add_argument("--policy", default="confidence", choices=("confidence", "entropy", "patience"),
                    help="exit policy: confidence (max softmax >= q, the paper's), entropy or patience")
     add_rad(p)
-    p.add_argument("--eval-batch-size", type=positive_int, default=500, help="batch size of evaluation forwards")
+    p.add_argument("--eval-batch-size", type=positive_int, default=None,
+                   help="batch size of evaluation forwards (default: 500 on CPU and under torchrun; on CUDA the "
+                        "largest power of two up to 4096 that fits the free GPU memory)")
     add_device(p)
     add_data_root(p)
 
@@ -77,11 +79,27 @@ def dist_from(args):
 
 
 def context_from(args, model=None, device=None):
-    """The experiments Context for the options of `add_context`."""
-    from ..experiments.context import load_context
+    """The experiments Context for the options of `add_context`. Without --eval-batch-size the batch
+    fits the device (experiments.context), except under torchrun: the ranks split the evaluation by
+    batch, so they all take the fixed default."""
+    from ..distributed import launched_by_torchrun
+    from ..experiments.context import EVAL_BATCH, load_context
+    batch = args.eval_batch_size
+    if batch is None and launched_by_torchrun():
+        batch = EVAL_BATCH
     return load_context(model or args.model, n=args.n, calib_n=args.calib_n, policy=args.policy,
                         rads=args.rad, device=device or args.device, data_root=args.data_root,
-                        batch_size=args.eval_batch_size)
+                        batch_size=batch)
+
+
+def amp_from(args, device=None) -> str:
+    """--amp as given, else the device's default (`deepsloth.precision.default_amp`): auto (bf16 where the
+    GPU computes it natively) on CUDA, off (fp32) elsewhere. For commands whose --amp defaults to None."""
+    if getattr(args, "amp", None) is not None:
+        return args.amp
+    from ..device import resolve_device
+    from ..precision import default_amp
+    return default_amp(resolve_device(device or getattr(args, "device", "auto")))
 
 
 def model_dataset(model: str) -> str:

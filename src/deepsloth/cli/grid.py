@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 
 from ..errors import DeepslothError
-from .attack import add_amp
-from .common import (DEFAULT_RESULTS, add_context, add_json, add_seed, context_from, dist_from, nonempty, positive_int,
+from .attack import add_amp, add_batch_size
+from .common import (DEFAULT_RESULTS, add_context, add_json, add_seed, amp_from, context_from, dist_from, nonempty,
                      print_json,
                      writable_dir)
 
 
 def run(args) -> int:
+    from ..experiments.craft import DEFAULT_BATCH, crafting_batch
     from ..experiments.grid import grid_specs, run_grid
 
     out = writable_dir(args.out)
@@ -30,8 +31,8 @@ def run(args) -> int:
     plans = []
     for model in args.model:
         ctx = context_from(args, model, device=dist.device)
-        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset, amp=args.amp,
-                                           device=ctx.device)))
+        plans.append((ctx, grid_specs(args.attacks, norms=args.norms, dataset=ctx.dataset,
+                                      amp=amp_from(args, ctx.device), device=ctx.device)))
     names = [ctx.name for ctx, _ in plans]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -39,7 +40,11 @@ def run(args) -> int:
                              f"give models with different directory names")
     for ctx, specs in plans:
         log(f"grid on {ctx.name}: {len(specs) + 1} cells, {ctx.n} test images -> {out / ctx.name}")
-        rows_all[ctx.name] = run_grid(ctx, specs, out, seed=args.seed, batch_size=args.batch_size, log=log, dist=dist)
+        batch = args.batch_size
+        if batch is None and dist.active:   # the ranks split batches: every rank takes rank 0's layout
+            batch = dist.broadcast(min([crafting_batch(ctx, s) for s in specs if s.scope == "sample"]
+                                       or [DEFAULT_BATCH]))
+        rows_all[ctx.name] = run_grid(ctx, specs, out, seed=args.seed, batch_size=batch, log=log, dist=dist)
     dist.close()
     if not dist.is_main:
         return 0
@@ -59,7 +64,7 @@ def register(sub) -> None:
     p.add_argument("--norms", nargs="+", default=None, choices=("linf", "l2", "l1"), help="keep only these norms")
     add_amp(p)
     add_seed(p)
-    p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
+    add_batch_size(p)
     p.add_argument("--out", default=DEFAULT_RESULTS, type=nonempty,
                    help=f"results folder (default: ./{DEFAULT_RESULTS})")
     add_json(p)

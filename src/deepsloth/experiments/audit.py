@@ -21,9 +21,10 @@ from .. import __version__
 from ..attacks.registry import resolve_spec
 from ..io import write_json
 from ..models.zoo import DEFAULT_MODEL
+from ..precision import check_amp, default_amp
 from ..validate import check_count, check_rad
 from .context import load_context
-from .craft import DEFAULT_BATCH, craft
+from .craft import craft
 from .grid import run_cell
 from .report import group_by_model, render_markdown, table
 
@@ -38,17 +39,20 @@ class AuditConfig:
     n: Optional[int] = DEFAULT_N      # first n test images (None: all)
     rads: Tuple[float, ...] = (5.0, 15.0)
     seed: int = 0
-    batch_size: int = DEFAULT_BATCH
+    batch_size: Optional[int] = None  # per-sample crafting batch; None: the device's (craft.crafting_batch)
     device: str = "auto"
     data_root: Optional[str] = None
     attacks: Tuple[str, ...] = AUDIT_ATTACKS
+    amp: Optional[str] = None         # off | bf16 | auto; None: the device's (precision.default_amp)
 
     def check(self) -> None:
         for r in self.rads:
             check_rad(r)
         if self.n is not None:
             check_count("n", self.n)
-        check_count("batch_size", self.batch_size)
+        if self.batch_size is not None:
+            check_count("batch_size", self.batch_size)
+        check_amp(self.amp)
 
 
 def run_audit(cfg: AuditConfig, out_dir: Path | str, log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
@@ -56,7 +60,8 @@ def run_audit(cfg: AuditConfig, out_dir: Path | str, log: Callable[[str], None] 
     t0 = time.perf_counter()
     data = {"cifar10": "test", "tinyimagenet": "test"}.get(cfg.data, cfg.data)
     ctx = load_context(cfg.model, data=data, n=cfg.n, rads=cfg.rads, device=cfg.device, data_root=cfg.data_root)
-    specs = [resolve_spec(a, dataset=ctx.dataset) for a in cfg.attacks]
+    amp = cfg.amp or default_amp(ctx.device)
+    specs = [resolve_spec(a, dataset=ctx.dataset, amp=amp, device=ctx.device) for a in cfg.attacks]
     out = Path(out_dir)
     results = out / "results"
     results.mkdir(parents=True, exist_ok=True)

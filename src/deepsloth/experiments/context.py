@@ -8,9 +8,16 @@
 Inputs are the first `n` images of the dataset's test split in stored order (`data="test"`),
 or of the CIFAR-10 subset bundled with the package (`data="bundled"`). Thresholds come from
 the content-keyed calibration cache (`exits.calibrate`: never written into the package).
+
+What fits the device: the evaluation batch (`batch_size=None`) is 500 on a CPU and, on CUDA, the
+largest power of two up to 4096 whose inference forward fits the free GPU memory
+(`device.auto_batch`); a convolutional model runs channels-last on a CPU and on CUDA
+(`device.prefers_channels_last`). The evaluation batch changes no number beyond float rounding
+(each input's exit outputs do not depend on its batch).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +29,7 @@ from torch import nn
 from ..data import Dataset, load_dataset
 from ..data.bundled import load_bundled
 from ..data.selection import subset_dataset
-from ..device import resolve_device
+from ..device import auto_batch, peak_bytes_per_item, prefers_channels_last, resolve_device
 from ..errors import DeepslothError
 from ..exits.calibrate import DEFAULT_RADS, calibration_for, data_sha256, weights_sha256
 from ..exits.cost import ExitCosts
@@ -30,11 +37,13 @@ from ..exits.evaluate import exit_costs_for
 from ..exits.forward import ExitOutputs, collect_exit_outputs
 from ..exits.policies import ExitPolicy, make_policy
 from ..metrics.latency import LatencyModel, split_tensor_bytes
+from ..models.fold import fold_batchnorm
 from ..models.registry import create_model
 from ..models.zoo import ZOO_DIR
 from ..validate import check_count, check_rad
 
 DATA_CHOICES = ("test", "bundled")
+EVAL_BATCH = 500   # the evaluation batch on a CPU (and wherever no GPU memory decides it)
 
 
 @dataclass
@@ -51,8 +60,9 @@ class Context:
     rads: Tuple[float, ...]
     costs: ExitCosts
     calib_n: int
-    batch_size: int = 500
+    batch_size: int = EVAL_BATCH    # of the evaluation forwards
     data_root: Optional[str] = None
+    channels_last: bool = False     # the model's memory format
     _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- identity ----------------------------------------------------------------------------
@@ -203,13 +213,14 @@ def model_name(path: Path) -> str:
 def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[int] = None,
                  calib_n: Optional[int] = None, policy: str | ExitPolicy = "confidence",
                  rads: Sequence[float] = DEFAULT_RADS, device: str | torch.device = "auto",
-                 data_root: Optional[str] = None, batch_size: int = 500,
+                 data_root: Optional[str] = None, batch_size: Optional[int] = None,
                  channels_last: Optional[bool] = None, label: Optional[int] = None) -> Context:
     """Load a model (zoo name or directory) and select its clean inputs; see the module docstring.
 
     `label` keeps only the test images of that class (the first `n` of them); thresholds are then
     calibrated on the first `calib_n` (default: all) test images of every class, as usual.
-    Every argument is checked before the model or data are loaded."""
+    `batch_size` (evaluation forwards) and `channels_last` default to what fits the device (see the
+    module docstring). Every argument is checked before the model or data are loaded."""
     if data not in DATA_CHOICES:
         raise DeepslothError(f"data must be one of {', '.join(DATA_CHOICES)}, got {data!r}")
     rads = tuple(check_rad(r) for r in rads)
@@ -218,15 +229,16 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
     for what, value in (("n", n), ("calib_n", calib_n)):
         if value is not None:
             check_count(what, value)
-    check_count("batch_size", batch_size)
+    if batch_size is not None:
+        check_count("batch_size", batch_size)
     dev = resolve_device(device)
     net = create_model(model, device=dev)
     meta, path = net.meta, net.model_dir
     if meta.get("mode") == "cnn" or int(meta.get("exits") or 2) < 2:
         raise DeepslothError(f"{model} is a plain CNN (one exit); slowdown needs a multi-exit model")
     if channels_last is None:
-        channels_last = dev.type == "cpu"
-    if channels_last:  # CPU convolutions run faster channels-last; the logits are the same model's
+        channels_last = prefers_channels_last(net, dev)
+    if channels_last:  # convolutions run faster channels-last; the logits are the same model's
         net = net.to(memory_format=torch.channels_last)
     if data == "bundled":
         if meta["dataset"] != "cifar10":
@@ -261,8 +273,21 @@ def load_context(model: os.PathLike | str, *, data: str = "test", n: Optional[in
     test = full.subset(n) if n < total else full
     pol = make_policy(policy, meta.get("num_classes") or full.num_classes)
     costs = exit_costs_for(net, meta, tuple(full.images.shape[1:]))
+    batch_size = eval_batch(net, tuple(full.images.shape[1:]), dev, batch_size)
     return Context(net, meta, Path(path), model_name(Path(path)), dev, test, data, label, pol, rads, costs,
-                   calib_n or n, batch_size, data_root)
+                   calib_n or n, batch_size, data_root, bool(channels_last))
 
 
-__all__ = ["Context", "load_context", "DATA_CHOICES"]
+def eval_batch(model: nn.Module, shape: Tuple[int, ...], device: torch.device, given: Optional[int] = None) -> int:
+    """The evaluation batch: `given`, else `EVAL_BATCH` on a CPU and `device.auto_batch` on CUDA, from
+    the memory of one inference forward of every exit on the BN-folded network
+    (`collect_exit_outputs` runs that one), plus each input's uint8 and float copies."""
+    def step(b: int) -> None:
+        with torch.inference_mode():
+            fold_batchnorm(model)(torch.rand((b,) + tuple(shape), device=device))
+
+    return auto_batch(device, default=EVAL_BATCH, given=given,
+                      per_item_bytes=lambda: peak_bytes_per_item(step, device) + 5 * math.prod(shape))
+
+
+__all__ = ["Context", "load_context", "eval_batch", "DATA_CHOICES", "EVAL_BATCH"]

@@ -22,10 +22,20 @@
 * The result is named `<cell>-<key>` where key is a hash of (model weights, resolved spec,
   clean-input selection, crafting pool, batch size, seed): two configurations never share a
   file, and asking for an existing one reuses it.
+* The batch size is part of the key because each batch draws its own random starts: the same
+  inputs crafted in batches of 128 and of 4096 start from different points. `batch_size=None`
+  lets the device choose (`crafting_batch`): 128 on a CPU; on CUDA the largest power of two up
+  to 4096 that fits the GPU's free memory (`deepsloth.device.auto_batch`, one probe step per
+  context and precision). The chosen size is in the key and the record, so
+  `batch_size=<recorded>` reproduces a result anywhere.
+* On CUDA the attacks run on the BatchNorm-folded copy of the model (`models.fold`), and the
+  record's `compute` block says what ran: batch size and how it was chosen, precision, memory
+  layout, folding. On a CPU nothing of this changes: the model as trained, batches of 128.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import shutil
 import time
 from pathlib import Path
@@ -34,16 +44,60 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from .. import __version__
-from ..attacks.base import derive_seed
+from ..attacks.base import derive_seed, frozen
 from ..attacks.norms import norm_report
 from ..attacks.registry import AttackSpec, create_attack
+from ..device import AUTO_BATCH_CAP, auto_batch, peak_bytes_per_item
 from ..errors import DeepslothError
+from ..exits.forward import as_exit_list
 from ..io import LockHeld, atomic_path, exclusive, json_sha256, load_tensors, read_metadata, save_tensors
+from ..models.fold import for_input_gradients
+from ..precision import autocast
 from ..progress import progress
 from .context import Context
 from .results import FORMAT, KIND_OF_SCOPE, Crafted, apply_result, read_result, save_result
 
 DEFAULT_BATCH = 128
+AUTO_RULE = f"auto: the largest power of two up to {AUTO_BATCH_CAP} that fits the free GPU memory"
+
+
+def crafting_batch(ctx: Context, spec: AttackSpec, batch_size: Optional[int] = None) -> int:
+    """The per-sample crafting batch: `batch_size` when given; else `DEFAULT_BATCH` on a CPU (and
+    for universal attacks, whose batch is their own option) and, on CUDA, `device.auto_batch` from
+    the memory of one probe step (an all-exit forward and backward to the input at the spec's
+    precision, on the network the attack runs), measured once per context and precision."""
+    if batch_size is not None:
+        if int(batch_size) < 1:
+            raise DeepslothError(f"batch_size must be >= 1, got {batch_size}")
+        return int(batch_size)
+    if spec.scope != "sample":
+        return DEFAULT_BATCH
+    amp = spec.params.get("amp")
+    memo = ctx._cache.setdefault("craft_batch", {})
+    if amp not in memo:
+        memo[amp] = auto_batch(ctx.device, default=DEFAULT_BATCH, per_item_bytes=lambda: _attack_step_bytes(ctx, amp))
+    return memo[amp]
+
+
+def _attack_step_bytes(ctx: Context, amp: Optional[str]) -> float:
+    """CUDA memory per input of one attack step: forward of every exit and backward to the input,
+    plus the attack's own per-input tensors (inputs, iterate, perturbation, gradient, start)."""
+    net = for_input_gradients(ctx.model, ctx.device)
+    shape = tuple(ctx.test.images.shape[1:])
+
+    def step(b: int) -> None:
+        x = torch.rand((b,) + shape, device=ctx.device, requires_grad=True)
+        with frozen(net), torch.enable_grad():
+            with autocast(ctx.device, amp):
+                outs = as_exit_list(net(x))
+            loss = sum(o.float().logsumexp(dim=-1).sum() for o in outs)
+            torch.autograd.grad(loss, x)
+
+    return peak_bytes_per_item(step, ctx.device) + 8 * 4 * math.prod(shape)
+
+
+def _attack_model(ctx: Context) -> torch.nn.Module:
+    return for_input_gradients(ctx.model, ctx.device)
 
 
 def craft_identity(ctx: Context, spec: AttackSpec, seed: int, batch_size: int) -> Dict[str, Any]:
@@ -58,8 +112,9 @@ def craft_identity(ctx: Context, spec: AttackSpec, seed: int, batch_size: int) -
     return ident
 
 
-def craft_key(ctx: Context, spec: AttackSpec, seed: int = 0, batch_size: int = DEFAULT_BATCH) -> str:
-    return json_sha256(craft_identity(ctx, spec, seed, batch_size))
+def craft_key(ctx: Context, spec: AttackSpec, seed: int = 0, batch_size: Optional[int] = None) -> str:
+    """The content key of a result (`batch_size=None`: the batch `crafting_batch` chooses)."""
+    return json_sha256(craft_identity(ctx, spec, seed, crafting_batch(ctx, spec, batch_size)))
 
 
 def result_stem(spec: AttackSpec, key: str) -> str:
@@ -79,7 +134,7 @@ def _check_shard(shard: Optional[Tuple[int, int]]) -> Tuple[int, int]:
     return rank, world
 
 
-def _record(ctx: Context, spec: AttackSpec, seed: int, key: str, batch_size: int) -> Dict[str, Any]:
+def _record(ctx: Context, spec: AttackSpec, seed: int, key: str, batch_size: int, auto: bool) -> Dict[str, Any]:
     rec: Dict[str, Any] = {"format": FORMAT, "key": key, "cell": spec.cell, "spec": spec.to_dict(),
                            "seed": int(seed), "model": ctx.model_record(), "data": ctx.data_record(),
                            "package_version": __version__, "device": str(ctx.device)}
@@ -88,6 +143,12 @@ def _record(ctx: Context, spec: AttackSpec, seed: int, key: str, batch_size: int
         rec["batch_seed"] = "derive_seed(seed, 'batch', first index of the batch)"
     else:
         rec["craft_pool"] = ctx.train_record()
+    if ctx.device.type == "cuda":   # what ran beyond the spec (a CPU record stays as it always was)
+        compute: Dict[str, Any] = {"amp": spec.params.get("amp"), "channels_last": ctx.channels_last,
+                                   "bn_folded": _attack_model(ctx) is not ctx.model}
+        if spec.scope == "sample":
+            compute.update(batch_size=batch_size, batch_size_rule=AUTO_RULE if auto else "given")
+        rec["compute"] = compute
     return rec
 
 
@@ -110,7 +171,7 @@ def _inputs_for(ctx: Context, kind: str, tensors: Dict[str, torch.Tensor]) -> Tu
                                                                  else ctx.labels)
 
 
-def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: Optional[int] = None,
           out_dir: Optional[Path | str] = None, shard: Optional[Tuple[int, int]] = None,
           log: Callable[[str], None] = lambda s: None, assemble: bool = True) -> Optional[Crafted]:
     """Adversarial inputs for `spec` on the context's inputs (see the module docstring).
@@ -121,16 +182,19 @@ def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DE
     With `out_dir`, the result's stem is locked (`io.exclusive`) while it is crafted, so a
     second process asked for the same result stops with a clear error; with `shard`, each rank
     locks only its own batches, and assembling the result takes the stem's lock.
+    `batch_size=None` lets the device choose (`crafting_batch`: 128 on a CPU). Ranks of a sharded
+    run must craft with the same batch size: give it explicitly there.
+
     Returns None when `shard` is given and other ranks' batches are still missing."""
     rank, world = _check_shard(shard)
-    if batch_size < 1:
-        raise DeepslothError(f"batch_size must be >= 1, got {batch_size}")
+    auto = batch_size is None
+    batch_size = crafting_batch(ctx, spec, batch_size)
     if out_dir is None and world > 1:
         raise DeepslothError("sharded crafting needs out_dir: the ranks share their batches through it")
     key = craft_key(ctx, spec, seed, batch_size)
     stem = result_stem(spec, key)
     if out_dir is None:
-        return _craft(ctx, spec, seed, batch_size, None, stem, key, rank, world, log)
+        return _craft(ctx, spec, seed, batch_size, None, stem, key, rank, world, log, auto)
     out = Path(out_dir)
     final = out / f"{stem}.safetensors"
     existing = _load_existing(final, key, ctx, spec, seed)
@@ -144,18 +208,18 @@ def craft(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DE
             return None
         try:
             with exclusive(out / stem, str(final)):
-                return _craft(ctx, spec, seed, batch_size, out, stem, key, rank, world, log)
+                return _craft(ctx, spec, seed, batch_size, out, stem, key, rank, world, log, auto)
         except LockHeld:   # another rank (or a whole run) is assembling it
             log(f"{spec.cell}: another process is assembling {final}")
             return None
     if spec.scope != "sample" and rank != 0:
         return None
     with exclusive(out / stem, str(final)):
-        return _craft(ctx, spec, seed, batch_size, out, stem, key, rank, world, log)
+        return _craft(ctx, spec, seed, batch_size, out, stem, key, rank, world, log, auto)
 
 
 def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Optional[Path], stem: str, key: str,
-           rank: int, world: int, log: Callable[[str], None]) -> Optional[Crafted]:
+           rank: int, world: int, log: Callable[[str], None], auto: bool = False) -> Optional[Crafted]:
     """Craft (what is missing of) the result, holding its lock when it is written to `out`."""
     final = out / f"{stem}.safetensors" if out is not None else None
     if final is not None:   # another process may have finished it while we waited for the lock
@@ -163,12 +227,12 @@ def _craft(ctx: Context, spec: AttackSpec, seed: int, batch_size: int, out: Opti
         if existing is not None:
             log(f"{spec.cell}: reusing {final}")
             return existing
-    record = _record(ctx, spec, seed, key, batch_size)
+    record = _record(ctx, spec, seed, key, batch_size, auto)
     if spec.scope == "sample":
         return _craft_samples(ctx, spec, seed, batch_size, out, stem, key, record, rank, world, log)
     if rank != 0:
         return None
-    atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device)
+    atk = create_attack(spec, _attack_model(ctx), seed=seed, device=ctx.device)
     pool = ctx.train_pool()
     partial = None
     if out is not None:   # what the attack resumes from (finished classes, UAP's last pass) until the result is written
@@ -227,7 +291,7 @@ def _craft_batches(ctx: Context, spec: AttackSpec, seed: int, bs: int, partial: 
     todo = [s for s in mine if partial is None or not _batch_ok(_batch_file(partial, s), min(bs, ctx.n - s), log)]
     if len(todo) < len(mine):
         log(f"{spec.cell}: resuming, {len(mine) - len(todo)} of {len(mine)} batches already crafted")
-    atk = create_attack(spec, ctx.model, seed=seed, device=ctx.device) if todo else None
+    atk = create_attack(spec, _attack_model(ctx), seed=seed, device=ctx.device) if todo else None
     images, labels = ctx.test.images, ctx.labels
     for start in progress(todo, desc=f"{spec.cell} batches", unit="batch"):
         t0 = time.perf_counter()
@@ -285,12 +349,14 @@ def _read_batch(path: Path) -> Tuple[torch.Tensor, float]:
     return load_tensors(path)["images"], float(read_metadata(path).get("seconds", 0.0))
 
 
-def merge(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: int = DEFAULT_BATCH,
+def merge(ctx: Context, spec: AttackSpec, *, seed: int = 0, batch_size: Optional[int] = None,
           out_dir: Path | str) -> Crafted:
-    """Assemble a sharded per-sample result once every rank's batches are in `out_dir`."""
+    """Assemble a sharded per-sample result once every rank's batches are in `out_dir` (give the
+    batch size the ranks crafted with; None: `crafting_batch`'s choice, 128 on a CPU)."""
     crafted = craft(ctx, spec, seed=seed, batch_size=batch_size, out_dir=out_dir, shard=(0, 1))
     assert crafted is not None
     return crafted
 
 
-__all__ = ["craft", "merge", "craft_key", "craft_identity", "result_stem", "Crafted", "DEFAULT_BATCH"]
+__all__ = ["craft", "merge", "craft_key", "craft_identity", "crafting_batch", "result_stem", "Crafted",
+           "DEFAULT_BATCH"]
