@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..train.recipes import MODES
-from .common import (AMP_CHOICES, add_data_root, add_device, add_seed, nonempty, nonneg_int, positive_float,
-                     positive_int, positive_number, writable_dir)
+from .common import (AMP_CHOICES, add_data_root, add_device, add_seed, amp_from, nonempty, nonneg_int,
+                     positive_float, positive_int, positive_number, writable_dir)
 
 ADV = ("pgd", "pgd-avg", "pgd-max", "deepsloth", "mixed")
 
@@ -15,6 +15,8 @@ def run(args) -> int:
     from ..distributed import Dist
     from ..experiments.training import TrainConfig, run_training
 
+    args.amp = amp_from(args)   # not given: auto (bf16) on CUDA, off (fp32) elsewhere
+    args.channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)})
     writable_dir(cfg.out)   # before any work
     dist = Dist.from_env(cfg.device)
@@ -41,13 +43,18 @@ def register(sub) -> None:
                                    "A checkpoint is written after every epoch; --resume continues a killed run. "
                                    "Under torchrun it runs DistributedDataParallel (docs/distributed.md).")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "tinyimagenet"])
-    p.add_argument("--arch", required=True, type=nonempty, help="vgg16bn, resnet56, mobilenet or msdnet")
+    p.add_argument("--arch", default=None, type=nonempty,
+                   help="vgg16bn, resnet56, mobilenet, msdnet or vit (default with --from: the --from model's)")
     p.add_argument("--mode", default="cnn", choices=MODES,
                    help="cnn: final exit only; ic-only: freeze a trained CNN (--from) and train its ICs; "
                         "sdn: all exits jointly with the cost-weighted loss")
     p.add_argument("--from", dest="init_from", default=None, type=nonempty,
                    help="trained CNN or SDN (model directory or zoo name; of an SDN its backbone CNN is used): "
-                        "ic-only attaches new ICs to it; cnn continues training it")
+                        "ic-only attaches new ICs to it; cnn continues training it. Your own model: a model "
+                        "directory naming its builder (docs/byom.md)")
+    p.add_argument("--exit-points", nargs="+", default=None, metavar="MODULE",
+                   help="ic-only on your own model (--from a directory naming its builder): the modules whose "
+                        "outputs the exits read, in forward order (docs/byom.md)")
     p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
                    help="paper: the paper's schedules (docs/method.md §3.4; 100 / 25 epochs); fast: one-cycle for CPUs")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")
@@ -79,10 +86,17 @@ def register(sub) -> None:
                    help="PGD as one step of 1.25 eps from a random start ('fast adversarial training'): ~steps x "
                         "cheaper, a weaker attack during training")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: SyncBatchNorm over the global batch")
-    p.add_argument("--amp", default="off", choices=AMP_CHOICES,
-                   help="bf16: forward passes under bf16 autocast, about 2x faster on AMX CPUs and on GPUs, many "
-                        "times slower on CPUs without native bf16 (weights, optimiser and evaluation stay fp32); "
-                        "auto: bf16 only where the device has it natively")
+    p.add_argument("--amp", default=None, choices=AMP_CHOICES,
+                   help="off: fp32; bf16: forward passes under bf16 autocast, about 2x faster on AMX CPUs and on GPUs, "
+                        "many times slower on CPUs without native bf16 (weights, optimiser and evaluation stay fp32); "
+                        "auto: bf16 only where the device has it natively (default: auto on CUDA, off elsewhere)")
+    sp = p.add_argument_group("speed (the recipe, data and batches stay the same)")
+    sp.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
+                    help="memory layout of the model and batches; auto: channels-last on CPU, and on CUDA for "
+                         "convolutional networks")
+    sp.add_argument("--compile", action="store_true",
+                    help="run the training passes through torch.compile: fused kernels, far fewer launches per "
+                         "step on CUDA; the first steps wait for the compilation (a minute or more)")
     add_device(p)
     add_data_root(p)
     p.set_defaults(func=run)

@@ -14,10 +14,17 @@
 Random numbers come from `generator` (a `torch.Generator`, on CPU or on the batch's device);
 with the same seeded generator the output is identical. Offsets drawn on a CPU generator
 are moved to the batch's device (a few hundred integers per batch).
+
+Every random operation is split into a draw (`draw_augment`: the per-image parameters, drawn in
+a fixed order) and a deterministic application (`apply_augment`, `crop_flip`, `jitter_with`,
+`cutout_at`). `augment_batch` is the two in sequence. The training loader draws the parameters
+of a whole epoch at once, batch by batch in the same order, moves them to the device in one copy
+and applies each batch's slice there: the same numbers as `augment_batch` batch by batch, without
+a host-to-device copy (and wait) per batch.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,25 +35,48 @@ from .registry import DATASETS, canonical_name
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
 
+AugmentParams = Dict[str, torch.Tensor]   # name -> one value per image ([B]); see draw_augment
+
 
 def _check_batch(x: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape[1] != 3:
         raise DeepslothError(f"expected an image batch [B,3,H,W], got {tuple(x.shape)}")
 
 
-def _gen_device(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.device:
-    return generator.device if generator is not None else x.device
+def _draw_device(generator: Optional[torch.Generator], device) -> torch.device:
+    """Where numbers are drawn: on the generator's device, else (global RNG) on `device`."""
+    return generator.device if generator is not None else torch.device(device)
 
 
-def _randint(high: int, n: int, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    return torch.randint(0, high, (n,), generator=generator,
-                         device=_gen_device(x, generator)).to(x.device)
+def _draw_int(high: int, n: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
+    return torch.randint(0, high, (n,), generator=generator, device=_draw_device(generator, device))
 
 
-def _uniform(lo: float, hi: float, n: int, x: torch.Tensor,
-             generator: Optional[torch.Generator]) -> torch.Tensor:
-    u = torch.rand((n,), generator=generator, device=_gen_device(x, generator))
-    return (lo + (hi - lo) * u).to(device=x.device, dtype=x.dtype)
+def _draw_uniform(lo: float, hi: float, n: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
+    u = torch.rand((n,), generator=generator, device=_draw_device(generator, device))
+    return lo + (hi - lo) * u
+
+
+def _draw_crop(params: AugmentParams, n: int, pad: int, flip: bool,
+               generator: Optional[torch.Generator], device) -> None:
+    params["dy"] = _draw_int(2 * pad + 1, n, generator, device)
+    params["dx"] = _draw_int(2 * pad + 1, n, generator, device)
+    if flip:
+        params["flip"] = _draw_int(2, n, generator, device).bool()
+
+
+def _draw_jitter(params: AugmentParams, n: int, brightness: float, contrast: float, saturation: float,
+                 generator: Optional[torch.Generator], device) -> None:
+    for key, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        if s:
+            params[key] = _draw_uniform(max(0.0, 1 - s), 1 + s, n, generator, device)
+
+
+def _draw_cutout(params: AugmentParams, n: int, size: int, height: int, width: int,
+                 generator: Optional[torch.Generator], device) -> None:
+    if size:
+        params["cut_top"] = _draw_int(height, n, generator, device) - size // 2
+        params["cut_left"] = _draw_int(width, n, generator, device) - size // 2
 
 
 def crop_flip(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
@@ -75,19 +105,45 @@ def random_crop_flip(x: torch.Tensor, pad: int, generator: Optional[torch.Genera
                      flip: bool = True) -> torch.Tensor:
     """Random crop with `pad` px zero padding plus random horizontal flip, per image."""
     _check_batch(x)
-    B = x.shape[0]
-    dy = _randint(2 * pad + 1, B, x, generator)
-    dx = _randint(2 * pad + 1, B, x, generator)
-    if flip:
-        mirror = _randint(2, B, x, generator).bool()
-    else:
-        mirror = torch.zeros(B, dtype=torch.bool, device=x.device)
-    return crop_flip(x, pad, dy, dx, mirror)
+    params: AugmentParams = {}
+    _draw_crop(params, x.shape[0], pad, flip, generator, x.device)
+    return _apply_crop(x, pad, params)
+
+
+def _apply_crop(x: torch.Tensor, pad: int, params: AugmentParams) -> torch.Tensor:
+    mirror = params.get("flip")
+    if mirror is None:
+        mirror = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return crop_flip(x, pad, params["dy"], params["dx"], mirror)
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
     return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)           # [B, 1, H, W]
+
+
+def _factor(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return f.to(device=x.device, dtype=x.dtype).view(x.shape[0], 1, 1, 1)
+
+
+def jitter_with(x: torch.Tensor, brightness: Optional[torch.Tensor] = None,
+                contrast: Optional[torch.Tensor] = None,
+                saturation: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Deterministic core of `color_jitter`: per-image factors [B] (None: that step is skipped),
+    applied to a float [0, 1] batch in the order brightness, contrast, saturation."""
+    _check_batch(x)
+    if not x.is_floating_point():
+        raise DeepslothError("color_jitter expects a float batch in [0, 1]")
+    if brightness is not None:
+        x = (x * _factor(brightness, x)).clamp_(0, 1)
+    if contrast is not None:
+        f = _factor(contrast, x)
+        mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+        x = (f * x + (1 - f) * mean).clamp_(0, 1)
+    if saturation is not None:
+        f = _factor(saturation, x)
+        x = (f * x + (1 - f) * _grayscale(x)).clamp_(0, 1)
+    return x
 
 
 def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2,
@@ -96,18 +152,29 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2
     _check_batch(x)
     if not x.is_floating_point():
         raise DeepslothError("color_jitter expects a float batch in [0, 1]")
-    B = x.shape[0]
-    if brightness:
-        f = _uniform(max(0.0, 1 - brightness), 1 + brightness, B, x, generator)
-        x = (x * f.view(B, 1, 1, 1)).clamp_(0, 1)
-    if contrast:
-        f = _uniform(max(0.0, 1 - contrast), 1 + contrast, B, x, generator).view(B, 1, 1, 1)
-        mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-        x = (f * x + (1 - f) * mean).clamp_(0, 1)
-    if saturation:
-        f = _uniform(max(0.0, 1 - saturation), 1 + saturation, B, x, generator).view(B, 1, 1, 1)
-        x = (f * x + (1 - f) * _grayscale(x)).clamp_(0, 1)
-    return x
+    params: AugmentParams = {}
+    _draw_jitter(params, x.shape[0], brightness, contrast, saturation, generator, x.device)
+    return jitter_with(x, params.get("brightness"), params.get("contrast"), params.get("saturation"))
+
+
+def cutout_at(x: torch.Tensor, size: int, top: torch.Tensor, left: torch.Tensor,
+              fill: float = 0.5) -> torch.Tensor:
+    """Deterministic core of `cutout`: set rows [top, top+size) x columns [left, left+size) of
+    each image (clipped at the border; top, left: integer [B]) to `fill`; a new tensor."""
+    _check_batch(x)
+    if not x.is_floating_point():
+        raise DeepslothError("cutout expects a float batch in [0, 1]")
+    if size < 0:
+        raise DeepslothError(f"cutout size must be >= 0, got {size}")
+    if size == 0:
+        return x
+    _, _, H, W = x.shape
+    top, left = top.to(x.device, torch.long), left.to(x.device, torch.long)
+    rows = torch.arange(H, device=x.device)[None, :]
+    cols = torch.arange(W, device=x.device)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)              # [B, H]
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)            # [B, W]
+    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], fill)
 
 
 def cutout(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = None,
@@ -122,13 +189,9 @@ def cutout(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = No
     B, _, H, W = x.shape
     if size == 0:
         return x
-    top = _randint(H, B, x, generator) - size // 2
-    left = _randint(W, B, x, generator) - size // 2
-    rows = torch.arange(H, device=x.device)[None, :]
-    cols = torch.arange(W, device=x.device)[None, :]
-    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)              # [B, H]
-    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)            # [B, W]
-    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], fill)
+    params: AugmentParams = {}
+    _draw_cutout(params, B, size, H, W, generator, x.device)
+    return cutout_at(x, size, params["cut_top"], params["cut_left"], fill)
 
 
 def to_float01(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -138,6 +201,39 @@ def to_float01(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Ten
     return x.to(dtype)
 
 
+def draw_augment(n: int, dataset_name: str, image_size: Sequence[int],
+                 generator: Optional[torch.Generator] = None, cutout_size: int = 0,
+                 device="cpu") -> AugmentParams:
+    """The random parameters of `augment_batch` for a batch of `n` images of `image_size` (H, W):
+    crop offsets `dy`, `dx` and `flip`; for Tiny ImageNet also the jitter factors `brightness`,
+    `contrast` and `saturation`; with cutout its square's `cut_top`, `cut_left`. Each is a [n]
+    tensor on the generator's device (`device` when `generator` is None), drawn in that order."""
+    info = DATASETS[canonical_name(dataset_name)]
+    if cutout_size < 0:
+        raise DeepslothError(f"cutout size must be >= 0, got {cutout_size}")
+    height, width = int(image_size[0]), int(image_size[1])
+    params: AugmentParams = {}
+    _draw_crop(params, n, info.crop_pad, True, generator, device)
+    if info.jitter:
+        _draw_jitter(params, n, info.jitter, info.jitter, info.jitter, generator, device)
+    # cutout is drawn after the rest, so a recipe without it draws the same numbers as before
+    _draw_cutout(params, n, cutout_size, height, width, generator, device)
+    return params
+
+
+def apply_augment(x: torch.Tensor, dataset_name: str, params: AugmentParams,
+                  cutout_size: int = 0) -> torch.Tensor:
+    """`augment_batch` with the parameters given (`draw_augment`): uint8 (or float) -> float [0, 1]."""
+    info = DATASETS[canonical_name(dataset_name)]
+    x = _apply_crop(x, info.crop_pad, params)   # on uint8: 4x less memory traffic
+    x = to_float01(x)
+    if info.jitter:
+        x = jitter_with(x, params.get("brightness"), params.get("contrast"), params.get("saturation"))
+    if cutout_size:
+        x = cutout_at(x, cutout_size, params["cut_top"], params["cut_left"])
+    return x
+
+
 def augment_batch(x: torch.Tensor, dataset_name: str,
                   generator: Optional[torch.Generator] = None, cutout_size: int = 0) -> torch.Tensor:
     """The docs/method.md §1 training recipe for `dataset_name`, on a uint8 (or float) batch -> float [0,1].
@@ -145,11 +241,6 @@ def augment_batch(x: torch.Tensor, dataset_name: str,
     CIFAR-10: horizontal flip + random crop with 4 px zero padding.
     Tiny ImageNet: horizontal flip + random crop with 8 px padding + colour jitter 0.2.
     """
-    info = DATASETS[canonical_name(dataset_name)]
-    x = random_crop_flip(x, info.crop_pad, generator)   # on uint8: 4x less memory traffic
-    x = to_float01(x)
-    if info.jitter:
-        x = color_jitter(x, info.jitter, info.jitter, info.jitter, generator)
-    if cutout_size:   # after the rest, so a recipe without it draws the same numbers as before
-        x = cutout(x, cutout_size, generator)
-    return x
+    _check_batch(x)
+    params = draw_augment(x.shape[0], dataset_name, x.shape[-2:], generator, cutout_size, device=x.device)
+    return apply_augment(x, dataset_name, params, cutout_size)

@@ -6,6 +6,15 @@ optionally made channels-last. Shuffling draws a permutation from a `torch.Gener
 seeded from (seed, epoch), so a run is reproducible and every epoch differs. Iterating
 advances the epoch by one; `set_epoch(e)` pins it (call it each epoch when resuming).
 
+With `augment=True` (the dataset's training recipe, plus `cutout`) the random parameters of
+the whole epoch (crop offsets, flips, jitter factors, cutout squares) are drawn when the epoch
+starts, on a seeded CPU generator, batch by batch exactly as `augment_batch` would draw them,
+and moved to `device` with the permutation once per epoch (on CUDA asynchronously, from pinned
+memory). Each batch is then indexed and augmented on the device with nothing copied from the
+host, so on CUDA the host queues steps ahead of the GPU; the batches are the same as augmenting
+batch by batch with `augment_batch` on the same generator. An `augment` function is called
+batch by batch instead.
+
 For `torch.distributed`, pass `rank` and `world_size`: every rank draws the same
 permutation and takes a strided share of it, truncated so all ranks get the same number of
 items (and hence of batches).
@@ -19,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import DeepslothError
-from .augment import augment_batch, to_float01
+from .augment import AugmentParams, apply_augment, draw_augment, to_float01
 
 AugmentFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -37,7 +46,7 @@ class TensorLoader:
     def __init__(self, dataset, batch_size: int = 128, shuffle: bool = True,
                  augment: Union[bool, AugmentFn] = False, drop_last: bool = False, seed: int = 0,
                  device: Union[str, torch.device] = "cpu", channels_last: bool = False,
-                 *, rank: int = 0, world_size: int = 1):
+                 *, rank: int = 0, world_size: int = 1, cutout: int = 0):
         if batch_size < 1:
             raise DeepslothError(f"batch size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -54,17 +63,22 @@ class TensorLoader:
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        if cutout < 0:
+            raise DeepslothError(f"cutout size must be >= 0, got {cutout}")
+        self.cutout = int(cutout)
+        self._recipe = augment is True   # the dataset's recipe, drawn per epoch (see the module doc)
+        self._augment: Optional[AugmentFn] = None
         if augment is True:
             if self.name is None:
                 raise DeepslothError("augment=True needs a dataset with a name; pass a function")
-            name = self.name
-            self._augment: Optional[AugmentFn] = lambda x, g: augment_batch(x, name, g)
         elif augment is False or augment is None:
-            self._augment = None
+            pass
         elif callable(augment):
             self._augment = augment
         else:
             raise DeepslothError(f"augment must be a bool or a function, got {augment!r}")
+        if self.cutout and not self._recipe:
+            raise DeepslothError("cutout is part of augment=True; pass it inside an augment function otherwise")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -80,24 +94,50 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _indices(self, g: torch.Generator) -> torch.Tensor:
+        """This epoch's order of items, on the CPU."""
         n = len(self.labels)
         idx = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         if self.world_size > 1:
             idx = idx[self.rank::self.world_size][: self.num_items]
-        return idx.to(self.device)
+        return idx
+
+    def _batch_sizes(self):
+        bs, n = self.batch_size, self.num_items
+        return [min(bs, n - b * bs) for b in range(len(self))]
+
+    def epoch_params(self, g: torch.Generator) -> AugmentParams:
+        """The augmentation parameters of one epoch, one per item in batch order (on the CPU):
+        drawn batch by batch from `g` as `augment_batch` draws them, then concatenated."""
+        hw = tuple(self.images.shape[-2:])
+        parts = [draw_augment(size, self.name, hw, g, self.cutout) for size in self._batch_sizes()]
+        if not parts:
+            return {}
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":   # pinned: the copy runs asynchronously, the host does not wait
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch
         self.epoch += 1
         g_order = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 0))
         g_aug = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1 + self.rank))
-        idx = self._indices(g_order)
+        idx = self._to_device(self._indices(g_order))
+        params = {k: self._to_device(v) for k, v in self.epoch_params(g_aug).items()} if self._recipe else None
         bs = self.batch_size
         for b in range(len(self)):
             sel = idx[b * bs:(b + 1) * bs]
             x = self.images.index_select(0, sel)
             y = self.labels.index_select(0, sel)
-            x = self._augment(x, g_aug) if self._augment is not None else to_float01(x)
+            if params is not None:
+                x = apply_augment(x, self.name, {k: v[b * bs:(b + 1) * bs] for k, v in params.items()},
+                                  self.cutout)
+            elif self._augment is not None:
+                x = self._augment(x, g_aug)
+            else:
+                x = to_float01(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y

@@ -57,6 +57,8 @@ class TrainConfig:
     device: str = "auto"
     data_root: Optional[str] = None
     exit_points: Optional[List[str]] = None   # ic-only from your own model: the modules the exits read
+    channels_last: Optional[bool] = None      # None: channels-last on CPU, and on CUDA for convolutional networks
+    compile: bool = False                     # torch.compile the training passes (deepsloth.train.loop)
 
 
 def _arch_of(cfg: TrainConfig) -> str:
@@ -159,7 +161,8 @@ def run_training(cfg: TrainConfig, dist=None, log: Callable[[str], None] = print
                              num_classes=meta["num_classes"])
     return train_model(model, mode=cfg.mode, recipe=recipe, train_set=train_set, test_set=test_set, out_dir=out,
                        meta=meta, seed=cfg.seed, device=device, resume=cfg.resume, log=log,
-                       adversarial=adversarial, dist=dist, sync_bn=cfg.sync_bn, amp=cfg.amp)
+                       adversarial=adversarial, dist=dist, sync_bn=cfg.sync_bn, amp=cfg.amp,
+                       channels_last=cfg.channels_last, compile=cfg.compile)
 
 
 __all__ = ["TrainConfig", "run_training"]

@@ -1,10 +1,14 @@
 """The training loop: CNN, IC-only SDN and joint SDN training (docs/method.md §3).
 
-Data stays as uint8 tensors; batches are augmented with tensor ops; the model runs
-channels-last on CPU; the loss and accuracy shown in the progress bar are accumulated on the
-device and read back only when the bar is refreshed. After every epoch a checkpoint is
-written, so `resume=True` continues a killed run from the last finished epoch. A run holds
-`<out>/training.lock` (`io.exclusive`): a second run into the same directory stops with an error.
+The training set stays on the training device as uint8; each epoch's augmentation parameters
+are drawn on the CPU when the epoch starts and moved there in one copy (`data.loader`), so on
+CUDA the host queues step after step without waiting for the GPU. Convolutional networks run
+channels-last (on CPU every model does); the loss and accuracy shown in the progress bar are
+accumulated on the device and read back only when the bar is refreshed (every 25 steps). `compile=True` runs the training forward
+and backward passes through `torch.compile` (fewer, fused kernels: on CUDA far fewer launches
+per step). After every epoch a checkpoint is written, so `resume=True` continues a killed run
+from the last finished epoch. A run holds `<out>/training.lock` (`io.exclusive`): a second run
+into the same directory stops with an error.
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Dataset, TensorLoader, augment_batch
+from ..data import Dataset, TensorLoader
 from ..data.loader import epoch_seed
+from ..device import prefers_channels_last
 from ..errors import DeepslothError
 from ..io import exclusive
 from ..exits.cost import measure_exit_costs
@@ -88,7 +93,7 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
                 out_dir: Path, meta: Dict[str, Any], seed: int = 0, device: torch.device = torch.device("cpu"),
                 resume: bool = False, channels_last: Optional[bool] = None,
                 log: Callable[[str], None] = print, adversarial=None, dist=None,
-                sync_bn: bool = False, amp: Optional[str] = None) -> Dict[str, Any]:
+                sync_bn: bool = False, amp: Optional[str] = None, compile: Optional[bool] = None) -> Dict[str, Any]:
     """Train `model` and write a model directory to `out_dir`; returns the saved metadata.
 
     `meta` holds what describes the model (arch, dataset, ...); this adds the recipe, seed,
@@ -100,8 +105,13 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
     same learning rates), gradients are averaged, and only rank 0 writes checkpoints, the model
     directory and logs. `sync_bn` (CUDA only) turns BatchNorm into SyncBatchNorm so that statistics
     cover the global batch; without it each rank normalises its own slice, as usual with DDP.
-    `amp="bf16"` runs the training forwards under bf16 autocast (`deepsloth.precision`); a run
-    resumes only with the precision it was started with.
+    `amp="bf16"` runs the training forwards under bf16 autocast (`deepsloth.precision`; "auto" is
+    bf16 on CUDA GPUs with bf16 and on CPUs with native bf16); a run resumes only with the precision
+    it was started with.
+
+    `channels_last` (default: on CPU, and on CUDA for convolutional networks) and `compile`
+    (`torch.compile` of the training passes; default off) change how fast a run is, not its recipe,
+    data or batches (their kernels may round differently).
     """
     from contextlib import nullcontext
 
@@ -124,23 +134,23 @@ def train_model(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Datas
     amp = resolve_amp(amp, device)   # "auto": bf16 only where the device has it natively
     if sync_bn and device.type != "cuda":
         raise DeepslothError("SyncBatchNorm needs CUDA; on CPU each rank keeps its own BatchNorm statistics")
+    if channels_last is None:
+        channels_last = prefers_channels_last(model, device)
     lock = exclusive(out_dir / "training", f"the training run in {out_dir}") if main else nullcontext()
     with lock:
         return _train(model, mode=mode, recipe=recipe, train_set=train_set, test_set=test_set, out_dir=out_dir,
                       meta=meta, seed=seed, device=device, resume=resume, channels_last=channels_last, log=log,
-                      adversarial=adversarial, dist=dist, sync_bn=sync_bn, amp=amp)
+                      adversarial=adversarial, dist=dist, sync_bn=sync_bn, amp=amp, compile=bool(compile))
 
 
 def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, test_set: Optional[Dataset],
            out_dir: Path, meta: Dict[str, Any], seed: int, device: torch.device, resume: bool,
-           channels_last: Optional[bool], log: Callable[[str], None], adversarial=None, dist=None,
-           sync_bn: bool = False, amp: Optional[str] = None) -> Dict[str, Any]:
+           channels_last: bool, log: Callable[[str], None], adversarial=None, dist=None,
+           sync_bn: bool = False, amp: Optional[str] = None, compile: bool = False) -> Dict[str, Any]:
     from ..attacks.base import derive_seed
 
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     main = rank == 0
-    if channels_last is None:
-        channels_last = device.type == "cpu"
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -156,10 +166,11 @@ def _train(model: nn.Module, *, mode: str, recipe: Recipe, train_set: Dataset, t
         if sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DDP(model, device_ids=[device] if device.type == "cuda" else None)
+    if compile:   # the training passes only; crafting, evaluation and saving use the plain model
+        net = torch.compile(net)
     opt = build_optimizer(params, recipe)
     loss_fn = make_loss(mode, recipe, costs)
-    augment = (lambda x, g: augment_batch(x, train_set.name, g, cutout_size=recipe.cutout)) if recipe.cutout else True
-    loader = TensorLoader(train_set, batch_size=recipe.batch_size, shuffle=True, augment=augment,
+    loader = TensorLoader(train_set, batch_size=recipe.batch_size, shuffle=True, augment=True, cutout=recipe.cutout,
                           drop_last=True, seed=seed, device=device, channels_last=channels_last)
     steps = len(loader)
     if steps == 0:
