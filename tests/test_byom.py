@@ -79,3 +79,34 @@ def test_bad_builders_and_exit_points_are_one_line_errors(setup, tmp_path):
         run_training(TrainConfig(arch=None, mode="ic-only", init_from=str(setup["cnn"]), exit_points=["nope"],
                                  out=str(tmp_path / "w"), recipe="fast", epochs=1, train_n=32, test_n=16,
                                  data_root=str(setup["root"]), device="cpu"), log=lambda s: None)
+
+
+def test_the_bring_your_own_model_page_runs_as_written(cifar10_root, tmp_path, monkeypatch, capsys):
+    """docs/byom.md, every code block in order: mynets.py, the export, the training and audit commands, the ViT."""
+    import re
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from deepsloth.cli.main import main
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "byom.md").read_text()
+    blocks = re.findall(r"```(python|bash)\n(.*?)```", page, re.S)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DEEPSLOTH_DATA", str(cifar10_root))
+    (tmp_path / "mynets.py").write_text(blocks[0][1])
+    printed = []
+    for kind, code in blocks[1:]:
+        if kind == "python":
+            exec(compile(code, "byom.md", "exec"), {"__name__": "byom_page", "print": lambda *a: printed.append(a)})
+            continue
+        for line in code.strip().splitlines():
+            assert main(shlex.split(line)[1:] + ["--device", "cpu"]) == 0, line
+    sys.modules.pop("mynets", None)
+    capsys.readouterr()
+    assert printed[-1] == ([(2, 10), (2, 10), (2, 10), (2, 10)],)   # the ViT example's printed shapes
+    sdn = create_model(tmp_path / "runs" / "my-resnet-exits")
+    assert isinstance(sdn, AttachedExits) and len(sdn.ics) == 2
+    assert (tmp_path / "runs" / "my-resnet-audit" / "report.md").is_file()
+    assert (tmp_path / "runs" / "my-resnet-defend" / "my-resnet-exits" / "defence-jpeg-quality-75.json").is_file()

@@ -45,7 +45,7 @@ FAST = {"deepsloth-linf-sample": {"steps": 2}, "pgd-linf-sample": {"steps": 2},
 # ------------------------------------------------------------------ specs and registry
 
 def test_registry_vocabulary_and_stable_ids():
-    assert list_attacks() == ["deepsloth", "pgd", "pgd-avg", "pgd-max", "uap"]
+    assert list_attacks() == ["deepsloth", "pgd", "pgd-avg", "pgd-max", "uap", "adaptive-deepsloth"]
     assert parse_name("deepsloth-universal") == ("deepsloth", "linf", "universal")
     assert parse_name("deepsloth", norm="l2", scope="class") == ("deepsloth", "l2", "class")
     assert parse_name("pgd-avg-l1") == ("pgd-avg", "l1", "sample")

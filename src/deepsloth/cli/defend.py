@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from .attack import add_amp
-from .common import (DEFAULT_RESULTS, add_data_root, add_device, add_json, add_seed, nonempty, positive_int, print_json,
-                     rad_value, writable_dir)
+from .attack import add_amp, add_batch_size
+from .common import (DEFAULT_RESULTS, add_data_root, add_device, add_json, add_seed, amp_from, nonempty, positive_int,
+                     print_json, rad_value, writable_dir)
 
 
 def run(args) -> int:
@@ -21,7 +21,7 @@ def run(args) -> int:
     rows = []
     for model in args.model:
         rows += run_defences(model, args.defences, n=args.n, out_dir=out, seed=args.seed, device=args.device,
-                             amp=args.amp, rads=args.rad, fit_n=args.fit_n, probe_n=args.probe_n, eot=args.eot,
+                             amp=amp_from(args), rads=args.rad, fit_n=args.fit_n, probe_n=args.probe_n, eot=args.eot,
                              batch_size=args.batch_size, data_root=args.data_root, log=log)
     if args.json:
         print_json(rows)
@@ -51,7 +51,7 @@ def register(sub) -> None:
                    help="detectors: test images the adaptive attack's weight is searched on (100)")
     p.add_argument("--eot", type=positive_int, default=STUDY_EOT,
                    help=f"randomised transforms: draws the adaptive attack averages per step ({STUDY_EOT})")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="per-sample crafting batch")
+    add_batch_size(p)
     add_amp(p)
     add_seed(p)
     p.add_argument("--out", default=DEFAULT_RESULTS, help=f"results folder (default: ./{DEFAULT_RESULTS})")

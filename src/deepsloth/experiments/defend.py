@@ -49,7 +49,7 @@ from ..io import read_json, write_json
 from ..precision import resolve_amp
 from .compare import compare
 from .context import Context, load_context
-from .craft import DEFAULT_BATCH, craft
+from .craft import craft
 from .results import Crafted
 
 FORMAT = "deepsloth-defence/1"
@@ -201,7 +201,7 @@ class DefenceStudy:
 
     def __init__(self, model: str, *, n: int = 500, out_dir: Path | str = "deepsloth-results", seed: int = 0,
                  device: str = "auto", amp: Optional[str] = None, rads: Sequence[float] = (5.0, 15.0),
-                 fit_n: int = 500, probe_n: int = 100, eot: int = STUDY_EOT, batch_size: int = DEFAULT_BATCH,
+                 fit_n: int = 500, probe_n: int = 100, eot: int = STUDY_EOT, batch_size: Optional[int] = None,
                  data_root: Optional[str] = None, attack_options: Optional[Dict[str, Any]] = None,
                  log: Callable[[str], None] = lambda s: None):
         self.ctx = load_context(model, n=n, rads=rads, device=device, data_root=data_root)

@@ -78,24 +78,33 @@ def headline(models: Models) -> List[str]:
         def red(cell, k="5"):
             r = by.get(cell)
             return None if r is None else _red(r, k)
-        parts = []
-        for norm in ("linf", "l2", "l1"):
-            v = red(f"deepsloth-{norm}-sample")
-            if v is not None:
-                parts.append(f"per-sample DeepSloth {norm}: {v * 100:.1f}% ({'>= 90%' if v >= 0.9 else 'BELOW 90%'})")
-        for cell in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal"):
-            v = red(cell)
-            if v is not None:
-                parts.append(f"{cell}: {v * 100:.1f}%")
-        for cell in [c for c in by if c.startswith("deepsloth") and not c.endswith("sample")]:
-            v = red(cell)
-            if v is not None:
-                parts.append(f"{cell}: {v * 100:.1f}%")
-        if parts:
-            lines.append(f"- **{name}** (efficacy reduction at RAD 5%): " + "; ".join(parts))
+        def line(k):
+            parts = []
+            for norm in ("linf", "l2", "l1"):
+                v = red(f"deepsloth-{norm}-sample", k)
+                if v is not None:
+                    parts.append(f"per-sample DeepSloth {norm}: {v * 100:.1f}% "
+                                 f"({'>= 90%' if v >= 0.9 else 'BELOW 90%'})")
+            for cell in ("pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal"):
+                v = red(cell, k)
+                if v is not None:
+                    parts.append(f"{cell}: {v * 100:.1f}%")
+            for cell in [c for c in by if c.startswith("deepsloth") and not c.endswith("sample")]:
+                v = red(cell, k)
+                if v is not None:
+                    parts.append(f"{cell}: {v * 100:.1f}%")
+            return "; ".join(parts)
+        text = line("5")
+        if text:
+            lines.append(f"- **{name}** (efficacy reduction at RAD 5%): " + text)
             why = _first_exit_always(by)
             if why:
                 lines.append(f"  - {why}")
+                tighter = sorted({k for r in by.values() for k in r["rad"] if float(k) < 5}, key=float)
+                for k in tighter[:1]:   # the budget where the deployment does use its later exits
+                    q = by["clean"]["rad"][k]["threshold"] if k in by["clean"]["rad"] else None
+                    lines.append(f"  - at RAD {k}%" + (f" (q = {q:.2f})" if q is not None else "") + ": "
+                                 + line(k))
     return lines
 
 
