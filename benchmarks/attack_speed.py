@@ -14,12 +14,19 @@ the backbone's forward and backward to the input, no internal classifiers; targe
 torchattacks' PGD on `exit_view(model)` against ours (when torchattacks is installed), plus the
 saving of the exit-aware forward over running the whole SDN at every step.
 
+With `--batched` it prints only how the attacks that batch work a plain loop would do one call at a
+time compare with that loop, on the same inputs and seed (sequential_time / our_time, and the
+largest difference between the two outputs, which should be float rounding at most):
+PGD-max (its K chains stacked into one batch, against one chain after another) and UAP (DeepFool's
+candidate-class gradients from one backward, against one backward per candidate class).
+
 With `--amp` it prints only the speed-up of crafting under bf16 autocast (`--amp bf16` on `attack`
 and `grid`, docs/method.md §3.7): the same DeepSloth step in fp32 and in bf16 on a channels-last
 model (as `attack` and `grid` run it on CPU), fp32_time / bf16_time.
 
     python benchmarks/attack_speed.py [--model DIR|zoo-name] [--arch resnet56] [--batch 128] [--steps 10]
                                       [--repeats 3] [--threads N] [--device auto] [--amp]
+                                      [--batched [--uap-images 4]]
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import time
 
 import torch
 
-from deepsloth.attacks import PGD, DeepSloth, uniform_ic_loss
+from deepsloth.attacks import PGD, UAP, DeepSloth, exit_ce, frozen, sum_ce, uniform_ic_loss
 from deepsloth.device import resolve_device
 
 
@@ -75,6 +82,9 @@ def main() -> None:
     ap.add_argument("--no-pgd", action="store_true", help="skip the final-exit PGD comparison")
     ap.add_argument("--arch", default="resnet56", help="architecture of the untrained SDN when --model is not given")
     ap.add_argument("--amp", action="store_true", help="only: DeepSloth step in fp32 vs under bf16 autocast")
+    ap.add_argument("--batched", action="store_true",
+                    help="only: PGD-max and UAP against their one-call-at-a-time loops")
+    ap.add_argument("--uap-images", type=int, default=4, help="--batched: UAP crafting images (one pass)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +103,9 @@ def main() -> None:
     atk = DeepSloth(model, norm="linf", steps=args.steps, seed=0)
     if args.amp:
         amp_report(model, x, atk, args, device, what)
+        return
+    if args.batched:
+        batched_report(model, x, args, device, what)
         return
 
     def ours():
@@ -146,6 +159,81 @@ def amp_report(model, x, atk, args, device, what) -> None:
     print(f"DeepSloth l_inf per-sample step on {what}: batch {args.batch}, {args.steps} steps x "
           f"{args.repeats} repeats, {device}, {torch.get_num_threads()} threads, channels-last on CPU")
     print(f"  ratio fp32/bf16 = {med['fp32'] / med['bf16']:.3f}  (the speed-up of --amp bf16)")
+
+
+def pgd_max_sequential(atk: PGD, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PGD-max as a loop: one chain per exit after another, then the best chain per input."""
+    g = torch.Generator().manual_seed(atk.seed)
+    x = atk.prepare(x)
+    with frozen(atk.model), torch.enable_grad():
+        with torch.no_grad():
+            k = len(atk.logits(x[:1]))
+        best, best_score = x.clone(), torch.full((len(x),), -float("inf"), device=x.device)
+        for i in range(k):
+            cand = atk.chain(x, y, exit_ce(i, k), g)
+            with torch.no_grad():
+                score = sum_ce(atk.logits(cand), y)
+            better = score > best_score
+            best = torch.where(better.view(-1, 1, 1, 1), cand, best)
+            best_score = torch.where(better, score, best_score)
+    return best
+
+
+class SequentialDeepFoolUAP(UAP):
+    """UAP whose DeepFool takes each candidate class's gradient with its own backward (and computes
+    its own starting logits)."""
+
+    def deepfool(self, x0, label, logits0=None):
+        b = x0.shape[0]
+        with torch.no_grad():
+            logits0 = self.final_logits(x0)
+        k = min(self.candidates, logits0.shape[-1])
+        others = logits0.scatter(1, label.view(-1, 1), float("-inf")).topk(k - 1, dim=-1).indices
+        rows = torch.arange(b, device=x0.device)
+        r_tot = torch.zeros_like(x0)
+        active = torch.ones(b, dtype=torch.bool, device=x0.device)
+        flat = (-1,) + (1,) * (x0.dim() - 1)
+        for it in range(self.max_iter_df + 1):
+            xp = (x0 + (1 + self.overshoot) * r_tot).requires_grad_(True)
+            out = self.final_logits(xp)
+            active = active & (out.detach().argmax(dim=-1) == label)
+            if it == self.max_iter_df or not bool(active.any()):
+                break
+            fs, ws = [], []
+            for j in range(k - 1):
+                f = out[rows, others[:, j]] - out[rows, label]
+                (w,) = torch.autograd.grad(f.sum(), xp, retain_graph=j < k - 2)
+                fs.append(f.detach())
+                ws.append(w)
+            f, w = torch.stack(fs, 1), torch.stack(ws, 1)                  # [B, m], [B, m, ...]
+            w_norm = w.flatten(2).norm(dim=2).clamp_min(1e-12)
+            pert = f.abs() / w_norm
+            best = pert.argmin(dim=1)
+            step = (pert[rows, best].view(flat) + 1e-4) * w[rows, best] / w_norm[rows, best].view(flat)
+            r_tot = r_tot + step * active.view(flat)
+        return (1 + self.overshoot) * r_tot, ~active
+
+
+def batched_report(model, x, args, device, what) -> None:
+    """PGD-max and UAP against their one-call-at-a-time loops: speed ratio and largest output difference."""
+    y = torch.arange(len(x), device=device) % 10
+    pgd = PGD(model, objective="max", steps=args.steps, step_size=2 / 255, seed=0)
+    xu = x[:args.uap_images]
+    uap, uap_seq = (cls(model, n_images=len(xu), max_passes=1, seed=0) for cls in (UAP, SequentialDeepFoolUAP))
+    runs = {"pgd-max": (lambda: pgd(x, y), lambda: pgd_max_sequential(pgd, x, y)),
+            "uap": (lambda: uap(xu), lambda: uap_seq(xu))}
+    print(f"Batched attacks against their sequential loops on {what}, {device}, {torch.get_num_threads()} threads")
+    for name, (ours, sequential) in runs.items():
+        diff = float((ours() - sequential()).abs().max())     # also the warm-up
+        times = {"ours": [], "sequential": []}
+        for _ in range(args.repeats):
+            times["ours"].append(timed(ours, device))
+            times["sequential"].append(timed(sequential, device))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        size = (f"batch {len(x)}, {args.steps} steps" if name == "pgd-max"
+                else f"{len(xu)} images, 1 pass")
+        print(f"  {name} ({size}): ratio sequential/ours = {med['sequential'] / med['ours']:.3f}, "
+              f"max |ours - sequential| = {diff:.2e}")
 
 
 def pgd_report(model, x, args, device) -> None:

@@ -84,16 +84,19 @@ class UAP(Attack):
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x, "final")[-1]   # the backbone only: the ICs play no part in UAP
 
-    def deepfool(self, x0: torch.Tensor, label: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def deepfool(self, x0: torch.Tensor, label: torch.Tensor,
+                 logits0: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Batched DeepFool on the final exit from x0 for inputs currently classified `label`.
 
         Returns ((1 + overshoot) * r_tot [B,...], flipped [B] bool: the label changed within
         `max_iter_df` iterations). The gradients of all candidate margins come from one
-        forward/backward of the input replicated once per candidate class.
+        forward/backward of the input replicated once per candidate class. `logits0`: the final
+        logits at x0 where the caller has them already (they choose the candidate classes).
         """
         b = x0.shape[0]
-        with torch.no_grad():
-            logits0 = self.final_logits(x0)
+        if logits0 is None:
+            with torch.no_grad():
+                logits0 = self.final_logits(x0)
         k = min(self.candidates, logits0.shape[-1])
         # the other candidates: the k - 1 highest-scoring classes besides the current label
         others = logits0.scatter(1, label.view(-1, 1), float("-inf")).topk(k - 1, dim=-1).indices
@@ -145,10 +148,12 @@ class UAP(Attack):
             for chunk in torch.randperm(n, generator=generator).split(self.batch_size):
                 chunk = chunk.to(xs.device)
                 xa = (xs[chunk] + v).clamp(0.0, 1.0)
-                still = self.predict(xa) == clean[chunk]
+                with torch.no_grad():
+                    logits_a = self.final_logits(xa)   # also DeepFool's starting logits
+                still = logits_a.argmax(dim=-1) == clean[chunk]
                 if not bool(still.any()):
                     continue
-                dr, flipped = self.deepfool(xa[still], clean[chunk][still])
+                dr, flipped = self.deepfool(xa[still], clean[chunk][still], logits_a[still])
                 if bool(flipped.any()):
                     v = project(v + dr[flipped].mean(dim=0, keepdim=True), self.norm, self.eps)
             fooling = float((self.predict((xs + v).clamp(0.0, 1.0)) != clean).float().mean())
