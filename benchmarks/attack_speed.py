@@ -20,13 +20,18 @@ largest difference between the two outputs, which should be float rounding at mo
 PGD-max (its K chains stacked into one batch, against one chain after another) and UAP (DeepFool's
 candidate-class gradients from one backward, against one backward per candidate class).
 
+With `--adaptive DEFENCE` (e.g. `jpeg:quality=75`, `resize-pad:shrink=4`, `exit-cap:k=13`) it prints only the
+adaptive DeepSloth step (`adaptive-deepsloth`, docs/defences.md) against its own floor: the same bare loop of
+forward and backward to the input through the defended deployment (the transform, repeated over the attack's
+EOT draws; for a cap, the network up to the exits the attack reads). Target >= 0.85, as for the others.
+
 With `--amp` it prints only the speed-up of crafting under bf16 autocast (`--amp bf16` on `attack`
 and `grid`, docs/method.md §3.7): the same DeepSloth step in fp32 and in bf16 on a channels-last
 model (as `attack` and `grid` run it on CPU), fp32_time / bf16_time.
 
     python benchmarks/attack_speed.py [--model DIR|zoo-name] [--arch resnet56] [--batch 128] [--steps 10]
                                       [--repeats 3] [--threads N] [--device auto] [--amp]
-                                      [--batched [--uap-images 4]]
+                                      [--batched [--uap-images 4]] [--adaptive DEFENCE]
 """
 from __future__ import annotations
 
@@ -85,6 +90,8 @@ def main() -> None:
     ap.add_argument("--batched", action="store_true",
                     help="only: PGD-max and UAP against their one-call-at-a-time loops")
     ap.add_argument("--uap-images", type=int, default=4, help="--batched: UAP crafting images (one pass)")
+    ap.add_argument("--adaptive", default=None, metavar="DEFENCE",
+                    help="only: the adaptive DeepSloth step against the defended deployment's floor")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,6 +113,9 @@ def main() -> None:
         return
     if args.batched:
         batched_report(model, x, args, device, what)
+        return
+    if args.adaptive:
+        adaptive_report(model, x, args, device, what)
         return
 
     def ours():
@@ -212,6 +222,43 @@ class SequentialDeepFoolUAP(UAP):
             step = (pert[rows, best].view(flat) + 1e-4) * w[rows, best] / w_norm[rows, best].view(flat)
             r_tot = r_tot + step * active.view(flat)
         return (1 + self.overshoot) * r_tot, ~active
+
+
+def adaptive_report(model, x, args, device, what) -> None:
+    """The adaptive DeepSloth step against the floor of the defended forward it differentiates."""
+    from deepsloth.attacks import AdaptiveDeepSloth
+
+    atk = AdaptiveDeepSloth(model, defence=args.adaptive, steps=args.steps, seed=0)
+    d = atk.defence
+
+    def floor():
+        gen = torch.Generator().manual_seed(0)
+        with frozen(model):
+            for _ in range(args.steps):
+                xi = x.detach().requires_grad_(True)
+                z = xi.repeat(atk.eot, 1, 1, 1) if atk.eot > 1 else xi
+                if d.transform is not None:
+                    z = d.transform(z, generator=gen)
+                if d.cap is not None and hasattr(model, "forward_exits"):
+                    out = model.forward_exits(z, max(0, d.cap - 1))
+                else:
+                    out = model(z)
+                (g,) = torch.autograd.grad(sum(o.float().sum() for o in out), xi)
+
+    def ours():
+        atk(x)
+
+    AdaptiveDeepSloth(model, defence=args.adaptive, steps=2, seed=0)(x)   # warm up
+    timed(floor, device)
+    times = {"floor": [], "ours": []}
+    for _ in range(args.repeats):
+        times["floor"].append(timed(floor, device))
+        times["ours"].append(timed(ours, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"adaptive DeepSloth l_inf per-sample step against {d.spec} (EOT {atk.eot}) on {what}: batch "
+          f"{args.batch}, {args.steps} steps x {args.repeats} repeats, {device}, {torch.get_num_threads()} threads")
+    print(f"  ratio floor/ours = {med['floor'] / med['ours']:.3f}  (target >= 0.85; floor: forward+backward to the "
+          f"input through the defended deployment)")
 
 
 def batched_report(model, x, args, device, what) -> None:
