@@ -80,7 +80,13 @@ def defend_section() -> list:
     if not recs:
         return []
     plot_defences(recs, folder / "defences.png")
-    return studies.defences_section(recs, DEFEND_TEXT, figure="results/defend/defences.png")
+    from deepsloth.defences import parse_defence
+    from deepsloth.experiments.defend import DEFAULT_DEFENCES
+    done = {(r["model"]["name"], r["defence"]["spec"]) for r in recs}
+    missing = {m: [d for d in DEFAULT_DEFENCES if (m, parse_defence(d).spec) not in done] for m in SHIPPED}
+    note = ["Defences not run yet (the `defend` step of `scripts/train_queue.sh`): " + "; ".join(
+        f"{m}: {', '.join(ds)}" for m, ds in missing.items() if ds), ""] if any(missing.values()) else []
+    return studies.defences_section(recs, DEFEND_TEXT, figure="results/defend/defences.png") + note
 
 
 def save_sweep(model: str) -> Path:

@@ -509,9 +509,9 @@ DEFENCES_TEXT = {
     "intro": ("Each defence on the model's first {n} test images, against DeepSloth l_inf crafted without knowing "
               "the defence (non-adaptive: on the bare model) and with it (adaptive: BPDA / expectation over "
               "transformation for input transforms, the capped loss for caps, a detector-evasion term for "
-              "detectors, throttling for the stream monitor; docs/defences.md). Thresholds are calibrated again "
-              "on the defended clean outputs. Efficacy reductions at RAD {rad}%: lower is better for the "
-              "defender."),
+              "detectors, throttling for the stream monitor; docs/defences.md). An input transform's thresholds "
+              "are calibrated again on its defended clean outputs; a cap keeps the bare model's. Efficacy "
+              "reductions at RAD {rad}%: lower is better for the defender."),
 }
 DEFENCES_COLUMNS = ("defence | clean acc. | clean efficacy | per-sample: non-adaptive | adaptive | universal: "
                     "non-adaptive | adaptive | detection at 1% / 5% FP: non-adaptive | adaptive | PGD acc.")
