@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from byom_nets import tiny_resnet
 from conftest import check_runtime_agrees, colour_images
 
 from deepsloth.exits.cost import measure_exit_costs
@@ -22,33 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # -- two user models, written the way torchvision / timm write them -------------------------------------------
 
-class Basic(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x):
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.down(x))
-
-
-class TinyResNet(nn.Module):
-    """conv1 -> layer1..layer3 -> avgpool -> fc, as torchvision's ResNet."""
-
-    def __init__(self, classes=4):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8)
-        self.layer1 = nn.Sequential(Basic(8, 8, 1))
-        self.layer2 = nn.Sequential(Basic(8, 16, 2))
-        self.layer3 = nn.Sequential(Basic(16, 16, 2))
-        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(16, classes)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+def TinyResNet():
+    """conv1 -> layer1..layer3 -> avgpool -> fc, as torchvision's ResNet (the one of byom_nets), 4 classes."""
+    return tiny_resnet(classes=4)
 
 
 class Block(nn.Module):

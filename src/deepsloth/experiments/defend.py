@@ -247,27 +247,22 @@ class DefenceStudy:
     def row(self, text: str) -> Tuple[Dict[str, Any], bool]:
         """(record, whether it existed)."""
         defence = parse_defence(text)
-        path = self.path(text)
-        if path.is_file():
-            try:
-                rec = read_json(path)
-                if rec.get("format") == FORMAT:
-                    return rec, True
-            except DeepslothError:
-                pass   # a damaged record is computed again
-        base = self.baseline()
-        rec = {"format": FORMAT, "package_version": __version__,
-               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-               "model": self.ctx.model_record(), "data": self.ctx.data_record(), "seed": self.seed,
-               "amp": self.amp, "policy": self.ctx.policy.describe(),
-               "defence": {"spec": defence.spec, "kind": defence.kind, "name": defence.name,
-                           "params": defence.params}}
-        rec.update(getattr(self, f"_{defence.kind}")(defence, base))
-        write_json(path, rec)
-        return rec, False
+        return self._record(self.path(text), {"spec": defence.spec, "kind": defence.kind, "name": defence.name,
+                                              "params": defence.params},
+                            lambda base: getattr(self, f"_{defence.kind}")(defence, base))
 
     def undefended(self) -> Tuple[Dict[str, Any], bool]:
-        path = self.out / "defence-none.json"
+        """(the undefended row, whether it existed)."""
+        return self._record(self.out / "defence-none.json", {"spec": "none", "kind": "none", "name": "none",
+                                                              "params": {}},
+                            lambda base: {"clean": _clean(self.ctx),
+                                          "attacks": {k: {"non_adaptive": _evaluate(self.ctx, base[k])}
+                                                      for k in ATTACKS},
+                                          "pgd": _evaluate(self.ctx, base["pgd"])})
+
+    def _record(self, path: Path, defence: Dict[str, Any],
+                numbers: Callable[[Dict[str, Crafted]], Dict[str, Any]]) -> Tuple[Dict[str, Any], bool]:
+        """The record at `path` when it is one (a damaged one is computed again), else computed and written."""
         if path.is_file():
             try:
                 rec = read_json(path)
@@ -279,11 +274,8 @@ class DefenceStudy:
         rec = {"format": FORMAT, "package_version": __version__,
                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "model": self.ctx.model_record(), "data": self.ctx.data_record(), "seed": self.seed,
-               "amp": self.amp, "policy": self.ctx.policy.describe(),
-               "defence": {"spec": "none", "kind": "none", "name": "none", "params": {}},
-               "clean": _clean(self.ctx),
-               "attacks": {k: {"non_adaptive": _evaluate(self.ctx, base[k])} for k in ("sample", "universal")},
-               "pgd": _evaluate(self.ctx, base["pgd"])}
+               "amp": self.amp, "policy": self.ctx.policy.describe(), "defence": defence}
+        rec.update(numbers(base))
         write_json(path, rec)
         return rec, False
 
