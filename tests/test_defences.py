@@ -200,6 +200,8 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     assert len(load_records(tmp_path / "out")) == len(rows)
     table = "\n".join(defences_section(rows))
     assert all(f"| {d}" in table for d in ["none"] + ["jpeg:quality=75", "exit-cap:k=2 (exit 2)", "exit-stats"])
+    amp = rows[1]["attacks"]["sample"]["adaptive"]["rad"]["50"]["latency_amplification"]
+    assert amp > 0 and f"({amp:.2f}x)" in table
     assert main(["report", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     assert (tmp_path / "out" / "defences.md").is_file() and (tmp_path / "out" / "defences.png").is_file()

@@ -511,7 +511,8 @@ DEFENCES_TEXT = {
               "transformation for input transforms, the capped loss for caps, a detector-evasion term for "
               "detectors, throttling for the stream monitor; docs/defences.md). An input transform's thresholds "
               "are calibrated again on its defended clean outputs; a cap keeps the bare model's. Efficacy "
-              "reductions at RAD {rad}%: lower is better for the defender."),
+              "reductions at RAD {rad}%, the per-sample attack's latency amplification in brackets (the attacked "
+              "mean latency over the clean one, IoT model): lower is better for the defender."),
 }
 DEFENCES_COLUMNS = ("defence | clean acc. | clean efficacy | per-sample: non-adaptive | adaptive | universal: "
                     "non-adaptive | adaptive | detection at 1% / 5% FP: non-adaptive | adaptive | PGD acc.")
@@ -525,6 +526,11 @@ def _dpct(v: Optional[float]) -> str:
     return "-" if v is None else f"{v * 100:.1f}%"
 
 
+def _amplification(cell: Mapping[str, Any]) -> str:
+    v = cell.get("latency_amplification")
+    return "" if v is None else f" ({v:.2f}x)"
+
+
 def _defence_cells(rec: Record, rad: str) -> List[str]:
     clean = (rec.get("clean") or {}).get("rad", {}).get(rad) or {}
     cells = [rec["defence"]["spec"] + (f" (exit {rec['cap']['exit']})" if rec.get("cap") else ""),
@@ -534,14 +540,15 @@ def _defence_cells(rec: Record, rad: str) -> List[str]:
     for scope in ("sample", "universal"):
         a = (rec.get("attacks") or {}).get(scope) or {}
         na = ((a.get("non_adaptive") or {}).get("rad") or {}).get(rad) or {}
-        cells.append(_dpct(na.get("efficacy_reduction")))
+        cells.append(_dpct(na.get("efficacy_reduction")) + (_amplification(na) if scope == "sample" else ""))
         if monitor is not None:
             m = monitor.get(scope) or {}
             cells.append(f"{_dpct(m.get('throttled_efficacy_reduction'))} (share "
                          f"{_dpct(m.get('max_undetected_share'))})")
         else:
             ad = ((a.get("adaptive") or {}).get("rad") or {}).get(rad)
-            cells.append("-" if ad is None else _dpct(ad.get("efficacy_reduction")))
+            cells.append("-" if ad is None else _dpct(ad.get("efficacy_reduction"))
+                         + (_amplification(ad) if scope == "sample" else ""))
     sample = (rec.get("attacks") or {}).get("sample") or {}
     for side in ("non_adaptive", "adaptive"):
         det = (sample.get(side) or {}).get("detection")
