@@ -85,7 +85,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     ap.add_argument("--no-pgd", action="store_true", help="skip the final-exit PGD comparison")
-    ap.add_argument("--arch", default="resnet56", help="architecture of the untrained SDN when --model is not given")
+    ap.add_argument("--arch", default="resnet56",
+                    help="architecture of the untrained model when --model is not given (e.g. msdnet, vit)")
     ap.add_argument("--amp", action="store_true", help="only: DeepSloth step in fp32 vs under bf16 autocast")
     ap.add_argument("--batched", action="store_true",
                     help="only: PGD-max and UAP against their one-call-at-a-time loops")
@@ -103,8 +104,10 @@ def main() -> None:
         size, what = int(meta.get("input_size") or 32), f"{args.model} ({meta.get('arch')}, {meta.get('dataset')})"
     else:
         from deepsloth.models import create_model
+        from deepsloth.models.registry import MULTI_EXIT
         model = create_model(args.arch, "cifar10", sdn=True, seed=0).to(device)
-        size, what = 32, f"{args.arch} SDN, CIFAR-10 shape, untrained weights"
+        kind = "multi-exit" if args.arch in MULTI_EXIT else "SDN"
+        size, what = 32, f"{args.arch} {kind}, CIFAR-10 shape, untrained weights"
     model.eval()
     x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     atk = DeepSloth(model, norm="linf", steps=args.steps, seed=0)
