@@ -116,3 +116,18 @@ def test_unknown_architecture_is_a_one_line_error(capsys):
     assert main(["describe", "resnet9000"]) == 2
     err = capsys.readouterr().err
     assert "unknown architecture" in err and err.count("\n") == 1
+
+
+def test_describe_a_trained_model_measures_the_same_architecture(capsys):
+    """A zoo name describes that model (its own dataset): the same parameters and cost as its architecture;
+    naming another dataset for it is a one-line error."""
+    assert main(["describe", "resnet56_sdn_cifar10", "--json"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    assert main(["describe", "resnet56", "--json"]) == 0
+    arch = json.loads(capsys.readouterr().out)
+    assert model["name"] == "resnet56_sdn_cifar10" and model["kind"] == "sdn" and model["dataset"] == "cifar10"
+    for key in ("params", "cnn_params", "exits", "ops", "cumulative_cost"):
+        assert model[key] == arch[key]
+    assert main(["describe", "resnet56_sdn_cifar10", "--dataset", "tinyimagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a cifar10 model" in err and err.count("\n") == 1
