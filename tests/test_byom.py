@@ -3,6 +3,8 @@
 (backbone bit-identical), and every command then takes it."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -61,6 +63,11 @@ def test_ic_only_training_puts_exits_on_it_and_keeps_the_backbone(setup, capsys)
     assert main(["evaluate", "--model", str(out), "--n", "32", "--data-root", str(setup["root"]), "--rad", "50",
                  "--device", "cpu"]) == 0
     assert "exit" in capsys.readouterr().out
+    assert main(["describe", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arch"] == "custom" and info["kind"] == "sdn" and info["exits"] == 3
+    assert info["cnn_params"] == sum(p.numel() for p in setup["net"].parameters()) < info["params"]
+    assert info["cumulative_cost"][-1] == 1.0 and info["cumulative_cost"] == sorted(info["cumulative_cost"])
 
 
 def test_bad_builders_and_exit_points_are_one_line_errors(setup, tmp_path):
