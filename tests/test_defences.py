@@ -207,3 +207,31 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     assert (tmp_path / "out" / "defences.md").is_file() and (tmp_path / "out" / "defences.png").is_file()
     written = json.loads(json.dumps(rows[1]))
     assert written["format"] == "deepsloth-defence/1"
+
+
+def _record(model, spec, kind, clean_ee, adaptive, non_adaptive=0.98, detection=None):
+    sample = {"non_adaptive": {"rad": {"5": {"efficacy_reduction": non_adaptive}}},
+              "adaptive": {"rad": {"5": {"efficacy_reduction": adaptive}}, "detection": detection}}
+    return {"format": "deepsloth-defence/1", "model": {"name": model}, "data": {"n": 10},
+            "defence": {"spec": spec, "kind": kind},
+            "clean": {"final_accuracy": 0.9, "rad": {"5": {"accuracy": clean_ee, "efficacy": 0.5}}},
+            "attacks": {"sample": sample if spec != "none" else {"non_adaptive": sample["non_adaptive"]}}}
+
+
+def test_the_reading_sorts_defences_by_what_the_adaptive_attack_keeps_on_every_model():
+    """A defence holds only if the adaptive attack stays below half the undefended reduction on every model;
+    the clean cost is the early-exit accuracy lost at the same RAD (a cap's final accuracy does not move)."""
+    from deepsloth.experiments.studies import defences_reading
+    recs = [_record("a", "none", "none", 0.85, None, 0.98), _record("b", "none", "none", 0.80, None, 0.90),
+            _record("a", "exit-cap:k=3", "cap", 0.70, 0.20, 0.20),
+            _record("b", "exit-cap:k=3", "cap", 0.79, 0.10, 0.10),
+            _record("a", "jpeg:quality=75", "transform", 0.85, 0.30, 0.30),
+            _record("b", "jpeg:quality=75", "transform", 0.80, 0.60, 0.40),
+            _record("a", "exit-stats", "detector", 0.85, 0.50, detection={"0.05": 0.4})]
+    text = defences_reading(recs)[0]
+    held, broken = text.split("These do not:")
+    assert "undefended, it cuts efficacy by 90-98%" in held
+    assert "exit-cap:k=3 (10-20%)" in held and "jpeg:quality=75 (30-60%, non-adaptive 30-40%)" in broken
+    assert "exit-stats (50%, its attacked inputs still detected 40% at 5% false positives)" in broken
+    assert "exit-cap:k=3 15.0 points" in text and "jpeg" not in text.split("accuracy lost")[1]
+    assert defences_reading(recs[:1]) == []

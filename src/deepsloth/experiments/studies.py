@@ -510,12 +510,15 @@ DEFENCES_TEXT = {
               "the defence (non-adaptive: on the bare model) and with it (adaptive: BPDA / expectation over "
               "transformation for input transforms, the capped loss for caps, a detector-evasion term for "
               "detectors, throttling for the stream monitor; docs/defences.md). An input transform's thresholds "
-              "are calibrated again on its defended clean outputs; a cap keeps the bare model's. Efficacy "
-              "reductions at RAD {rad}%, the per-sample attack's latency amplification in brackets (the attacked "
-              "mean latency over the clean one, IoT model): lower is better for the defender."),
+              "are calibrated again on its defended clean outputs; a cap keeps the bare model's. EE acc.: the clean "
+              "early-exit accuracy at that RAD's thresholds (under a cap, with the cap), what the deployment "
+              "answers. Efficacy reductions at RAD {rad}%, the per-sample attack's latency amplification in "
+              "brackets (the attacked mean latency over the clean one, IoT model): lower is better for the "
+              "defender."),
 }
-DEFENCES_COLUMNS = ("defence | clean acc. | clean efficacy | per-sample: non-adaptive | adaptive | universal: "
-                    "non-adaptive | adaptive | detection at 1% / 5% FP: non-adaptive | adaptive | PGD acc.")
+DEFENCES_COLUMNS = ("defence | clean final acc. | clean EE acc. | clean efficacy | per-sample: non-adaptive | "
+                    "adaptive | universal: non-adaptive | adaptive | detection at 1% / 5% FP: non-adaptive | "
+                    "adaptive | PGD acc.")
 
 
 def is_defence_record(rec: Record) -> bool:
@@ -534,7 +537,7 @@ def _amplification(cell: Mapping[str, Any]) -> str:
 def _defence_cells(rec: Record, rad: str) -> List[str]:
     clean = (rec.get("clean") or {}).get("rad", {}).get(rad) or {}
     cells = [rec["defence"]["spec"] + (f" (exit {rec['cap']['exit']})" if rec.get("cap") else ""),
-             _dpct((rec.get("clean") or {}).get("final_accuracy")),
+             _dpct((rec.get("clean") or {}).get("final_accuracy")), _dpct(clean.get("accuracy")),
              "-" if clean.get("efficacy") is None else f"{clean['efficacy']:.3f}"]
     monitor = (rec.get("monitor") or {}).get(rad)
     for scope in ("sample", "universal"):
@@ -592,9 +595,72 @@ def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]
                              f"{_dpct(r['detector']['false_positive_rate'].get('0.05'))} (adaptive weight "
                              f"{r['detector'].get('weight'):g})" for r in fp) + ".")
             lines.append("")
+    lines += defences_reading(records)
     if figure:
         lines += [f"![efficacy reduction per defence, non-adaptive vs adaptive]({figure})", ""]
     return lines
+
+
+def _sample_reduction(rec: Record, rad: str, side: str) -> Optional[float]:
+    """Per-sample DeepSloth's efficacy reduction at `rad` against `rec`'s defence: `side` "non_adaptive" or
+    "adaptive" (for a stream monitor, the throttled attack that stays below its alarm)."""
+    if side == "adaptive" and (rec.get("monitor") or {}).get(rad) is not None:
+        return (rec["monitor"][rad].get("sample") or {}).get("throttled_efficacy_reduction")
+    a = ((rec.get("attacks") or {}).get("sample") or {}).get(side) or {}
+    return ((a.get("rad") or {}).get(rad) or {}).get("efficacy_reduction")
+
+
+def _span(values: Sequence[float]) -> str:
+    lo, hi = min(values) * 100, max(values) * 100
+    return f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}%"
+
+
+def defences_reading(records: Sequence[Record], rad: str = "5") -> List[str]:
+    """A short reading of the defence tables, computed from the records: which defences hold the adaptive
+    per-sample attack below half of what it does to the undefended model on every model run, which do not,
+    and what each costs in clean accuracy."""
+    by_model: Dict[str, Dict[str, Record]] = {}
+    for r in records:
+        by_model.setdefault(r["model"]["name"], {})[r["defence"]["spec"]] = r
+    bare = {m: _sample_reduction(rows["none"], rad, "non_adaptive") for m, rows in by_model.items() if "none" in rows}
+    bare = {m: v for m, v in bare.items() if v is not None}
+    specs = [s for s in dict.fromkeys(s for rows in by_model.values() for s in rows) if s != "none"]
+    held, broken, costs = [], [], []
+    for spec in specs:
+        vals = {m: _sample_reduction(rows[spec], rad, "adaptive") for m, rows in by_model.items()
+                if spec in rows and m in bare}
+        vals = {m: v for m, v in vals.items() if v is not None}
+        if not vals:
+            continue
+        kind = next(by_model[m][spec]["defence"]["kind"] for m in vals)
+        naive = [v for m in vals if (v := _sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
+        detected = [d for m in vals if (d := ((((by_model[m][spec].get("attacks") or {}).get("sample") or {})
+                                               .get("adaptive") or {}).get("detection") or {}).get("0.05")) is not None]
+        text = f"{spec} ({_span(list(vals.values()))}"
+        if kind == "monitor":
+            text += ": the most an attacker gets while staying below its alarm)"
+        elif kind == "detector" and detected:
+            text += f", its attacked inputs still detected {_span(detected)} at 5% false positives)"
+        else:
+            text += f", non-adaptive {_span(naive)})" if naive and _span(naive) != _span(list(vals.values())) else ")"
+        (held if all(v < bare[m] / 2 for m, v in vals.items()) else broken).append(text)
+        drops = [by_model[m]["none"]["clean"]["rad"][rad]["accuracy"] - acc for m in vals
+                 if (acc := (((by_model[m][spec].get("clean") or {}).get("rad") or {}).get(rad) or {})
+                     .get("accuracy")) is not None]
+        if drops and max(drops) >= 0.005:
+            costs.append(f"{spec} {max(drops) * 100:.1f} points")
+    if not bare or not (held or broken):
+        return []
+    models = len(bare)
+    out = [f"**Reading** (RAD {rad}%, per-sample DeepSloth l_inf, {models} model{'s' if models > 1 else ''}): "
+           f"undefended, it cuts efficacy by {_span(list(bare.values()))}. "
+           + (f"Against the adaptive attacker these defences keep it below half of that on every model: "
+              f"{'; '.join(held)}. " if held else "No defence keeps the adaptive attack below half of that. ")
+           + (f"These do not: {'; '.join(broken)}. " if broken else "")
+           + (f"Clean early-exit accuracy lost (the deployed model's, at the same RAD), at most: "
+              f"{'; '.join(costs)}; the others cost under half a point."
+              if costs else "No defence costs half a point of clean early-exit accuracy."), ""]
+    return out
 
 
 STUDIES = ("headline", "budget", "precision", "transfer", "defence", "defences")
