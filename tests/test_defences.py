@@ -191,6 +191,7 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     cap = rows[2]
     assert cap["cap"]["exit"] == 2 and cap["clean"]["rad"]["50"]["qualified"] in (True, False)
     det = rows[3]
+    assert det["detector"]["fit_n"] == det["detector"]["calibration_n"] == 16   # thresholds from held-out images
     for side in ("non_adaptive", "adaptive"):
         assert set(det["attacks"]["sample"][side]["detection"]) == {"0.01", "0.05"}
         assert all(0 <= v <= 1 for v in det["attacks"]["sample"][side]["detection"].values())

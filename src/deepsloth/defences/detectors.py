@@ -410,14 +410,16 @@ class InputDetector(Detector):
             raise DeepslothError(f"{name} must be images [N, {self.channels}, H, W] with N >= 1, got {got}")
         return x
 
-    def fit(self, clean_x: torch.Tensor, attacked_x: torch.Tensor, *, epochs: int = 5, batch_size: int = 128,
+    def fit(self, clean_x: torch.Tensor, attacked_x: torch.Tensor, *, epochs: int = 40, batch_size: int = 128,
             lr: float = 1e-3, seed: int = 0, device="cpu") -> "InputDetector":
         """Train from the constructor's initialisation with Adam on binary cross-entropy.
 
         Every batch holds batch_size // 2 clean and as many attacked images; an epoch has as many
         batches as the larger set needs to be seen once (the smaller one is cycled through in
         fresh permutations). The order comes from a generator seeded with `seed`, so on the CPU
-        the fit is deterministic. The mean loss of every epoch is kept in `history`.
+        the fit is deterministic. The mean loss of every epoch is kept in `history`. On 500 + 500 CIFAR-10
+        images the loss stays near log 2 for the first ten epochs or so before it drops: the default 40
+        epochs (320 steps) are needed, not a safety margin.
         """
         clean_x, attacked_x = self._images(clean_x, "clean_x"), self._images(attacked_x, "attacked_x")
         if clean_x.shape[2:] != attacked_x.shape[2:]:

@@ -22,7 +22,8 @@ finished one is skipped on a rerun):
 
 A randomised transform's adaptive attack averages `eot` draws per step (4 by default; the attack's own default
 is 8). Detectors are fitted on `fit_n` training images and their per-sample DeepSloth versions (crafted like the
-test ones), their thresholds calibrated on the clean training scores, and their false-positive rates measured
+test ones), their thresholds calibrated on the next `fit_n` clean training images (held out from the fit:
+a detector's scores on its own training images are over-confident), and their false-positive rates measured
 on the clean test images. The adaptive attack against a detector searches its weight on the first
 `probe_n` test images (the smallest of `DETECTOR_WEIGHTS` whose detection rate at 5% false positives is at
 most 5%, else the one with the lowest) and then crafts every input with it. A stream monitor is evaded by
@@ -152,16 +153,20 @@ def resolve_cap(defence: Defence, ctx: Context) -> Tuple[Defence, Dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- inputs
-def _train_context(ctx: Context, n: int) -> Context:
-    """A context whose inputs are the first `n` training images (what detectors are fitted on)."""
+def _train_context(ctx: Context, n: int, start: int = 0) -> Context:
+    """A context whose inputs are training images `start` .. `start + n - 1` in stored order (the first
+    `n`: what detectors are fitted on; the next `n`: the clean images their thresholds are set on)."""
     from ..data.selection import subset_dataset
     from ..exits.calibrate import data_sha256
 
     pool = ctx.train_pool()
-    chosen = subset_dataset(pool, indices=torch.arange(min(n, len(pool))))
+    if start + 1 > len(pool):
+        raise DeepslothError(f"the training split has {len(pool)} images; detectors need more than {start}")
+    chosen = subset_dataset(pool, indices=torch.arange(start, min(start + n, len(pool))))
     d = dataclasses.replace(ctx, test=chosen, _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
+    which = f"the first {len(chosen)}" if start == 0 else f"{len(chosen)} (from the {start + 1}th on)"
     d._cache["data"] = {"dataset": ctx.dataset, "split": "train", "kind": ctx.data_kind, "n": len(chosen),
-                        "selection": f"the first {len(chosen)} training images in stored order",
+                        "selection": f"{which} training images in stored order",
                         "source": chosen.source, "sha256": data_sha256(chosen.images, chosen.labels)}
     d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
     return d
@@ -324,9 +329,10 @@ class DefenceStudy:
         else:
             det = ExitStatsDetector()
             det.fit(exit_logits(tctx, tctx.clean), exit_logits(tctx, train_adv.inputs), seed=self.seed)
-        clean_train = scores(det, None, tctx)
+        held_out = _train_context(ctx, self.fit_n, start=len(tctx.test))
+        clean_held_out = scores(det, None, held_out)
         for fpr in FPRS:
-            det.calibrate(clean_train, fpr)
+            det.calibrate(clean_held_out, fpr)
         name = register(det)
         det.save(self.out / "detectors" / name.replace("@", "-"))
         clean_test = scores(det, None)
@@ -353,7 +359,8 @@ class DefenceStudy:
             na = dict(_evaluate(ctx, base[k]), detection=detection(base[k].inputs))
             ad = dict(adaptive[k][0], detection=detection(adaptive[k][1].inputs))
             attacks[k] = {"non_adaptive": na, "adaptive": ad}
-        return {"detector": {"name": name, "fit_n": len(tctx.test), "describe": det.describe(),
+        return {"detector": {"name": name, "fit_n": len(tctx.test), "calibration_n": len(held_out.test),
+                             "describe": det.describe(),
                              "false_positive_rate": {f"{f:g}": det.false_positive_rate(clean_test, f) for f in FPRS},
                              "weight": weight, "weight_search": search},
                 "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}

@@ -590,7 +590,7 @@ def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]
         fp = [r for r in rows if (r.get("detector") or {}).get("false_positive_rate")]
         if fp:
             lines.append("Detectors' false-positive rates on the clean test images (calibrated for 1% / 5% on "
-                         "clean training images): " + "; ".join(
+                         "held-out clean training images): " + "; ".join(
                              f"{r['defence']['spec']} {_dpct(r['detector']['false_positive_rate'].get('0.01'))} / "
                              f"{_dpct(r['detector']['false_positive_rate'].get('0.05'))} (adaptive weight "
                              f"{r['detector'].get('weight'):g})" for r in fp) + ".")
