@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -253,19 +254,27 @@ QUEUE_ORDER = CHEAP + ("deepsloth-l1-sample", "pgd-max-linf-sample", "deepsloth-
                        "uap-linf-universal", "deepsloth-l2-class")
 
 
-# the MSDNet's grid: every l_inf cell and per-sample DeepSloth in l_2 / l_1 (the universal and class-universal l_2 /
-# l_1 cells are left out: CPU budget)
-MSDNET_CELLS = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "pgd-max-linf-sample", "uap-linf-universal",
-                "deepsloth-linf-sample", "deepsloth-linf-universal", "deepsloth-linf-class", "deepsloth-l1-sample",
+# the grid on the model families beyond the three SDNs (MSDNet, the early-exit ViT): every l_inf cell and per-sample
+# DeepSloth in l_2 / l_1, cheapest first (the universal and class-universal l_2 / l_1 cells are left out: CPU budget)
+FAMILY_CELLS = ("clean", "pgd-linf-sample", "pgd-avg-linf-sample", "deepsloth-linf-sample", "deepsloth-linf-universal",
+                "deepsloth-linf-class", "uap-linf-universal", "pgd-max-linf-sample", "deepsloth-l1-sample",
                 "deepsloth-l2-sample")
+VIT = "vit_cifar10"
+FAMILIES = (MSDNET, VIT)
+
+
+def planned_cells(model: str) -> tuple:
+    """The grid cells the queue runs on `model`, in its order."""
+    return FAMILY_CELLS if model in FAMILIES else QUEUE_ORDER
 
 
 def defended(model: str) -> bool:
     """Whether the defence study's records (the undefended row and every default defence) are saved for `model`."""
     from deepsloth.defences import parse_defence
-    from deepsloth.experiments.defend import DEFAULT_DEFENCES, slug
+    from deepsloth.experiments.defend import DEFAULT_DEFENCES, current, slug
     names = ["defence-none.json"] + [f"defence-{slug(parse_defence(d).spec)}.json" for d in DEFAULT_DEFENCES]
-    return all((RESULTS / "defend" / model / n).is_file() for n in names)
+    paths = [RESULTS / "defend" / model / n for n in names]
+    return all(p.is_file() and current(json.loads(p.read_text())) for p in paths)
 
 
 @functools.lru_cache(maxsize=None)
@@ -297,7 +306,7 @@ def saved_cells(folder: Path) -> set:
     return {r["cell"] for r in load_results(folder) if not is_stale(r)} if folder.is_dir() else set()
 
 
-def missing_cells(done: set, order=QUEUE_ORDER) -> list:
+def missing_cells(done: set, order: Sequence[str] = QUEUE_ORDER) -> list:
     """The grid cells not in `done`, in `order` (the queue's, or the library's ALL_CELLS)."""
     return [c for c in order if c not in done]
 
@@ -312,6 +321,10 @@ def todo() -> list:
     # a budget check's two matched-budget runs (l_2, l_1) saved for one model
     matched = lambda name, scope="sample": ({f"deepsloth-l2-{scope}", f"deepsloth-l1-{scope}"}   # noqa: E731
                                             <= saved_cells(RESULTS / "budget" / name))
+    family_done = lambda name: (set(FAMILY_CELLS) <= saved_cells(RESULTS / "grid" / name)   # noqa: E731
+                                and (RESULTS / "sweeps" / f"{name}.json").is_file())
+    family_transfers = lambda name: len([r for r in tr if "scenario" not in r and "transfer" in r and name in   # noqa
+                                         (r["transfer"]["surrogate"]["name"], r["transfer"]["victim"]["name"])])
     steps = {
         "transfer": len([r for r in tr if "scenario" not in r]) >= 4,
         "scenario2": len(scen("scenario2")) >= 3,
@@ -339,14 +352,15 @@ def todo() -> list:
         # MSDNet: its zoo model (joint training), then its grid and clean sweep, then transfer to and from the
         # ResNet-56 SDN
         "msdnet": (ROOT / "src" / "deepsloth" / "zoo" / MSDNET / "model.json").is_file(),
-        "msdnet-grid": set(MSDNET_CELLS) <= saved_cells(RESULTS / "grid" / MSDNET)
-        and (RESULTS / "sweeps" / f"{MSDNET}.json").is_file(),
+        "msdnet-grid": family_done(MSDNET),
         # the defence study on both shipped models (docs/defences.md)
         "defend": all(defended(m) for m in SHIPPED),
         # the early-exit ViT: its zoo model (about 11 CPU min per epoch)
         "vit": (ROOT / "src" / "deepsloth" / "zoo" / "vit_cifar10" / "model.json").is_file(),
-        "msdnet-transfer": len([r for r in tr if "scenario" not in r and "transfer" in r and MSDNET in
-                                (r["transfer"]["surrogate"]["name"], r["transfer"]["victim"]["name"])]) >= 4,
+        "msdnet-transfer": family_transfers(MSDNET) >= 4,
+        # the ViT's grid and clean sweep, then transfer to and from the ResNet-56 SDN
+        "vit-grid": family_done(VIT),
+        "vit-transfer": family_transfers(VIT) >= 4,
     }
     order = list(steps)
     order.remove("defend")   # after the MSDNet grid, before its transfer and the ViT
@@ -385,7 +399,7 @@ def main() -> None:
         print("\n".join(todo()))
         return
     if args.missing:
-        print("\n".join(missing_cells(saved_cells(RESULTS / "grid" / args.missing))))
+        print("\n".join(missing_cells(saved_cells(RESULTS / "grid" / args.missing), planned_cells(args.missing))))
         return
     if args.prune_stale:
         gone = prune_stale()
@@ -425,9 +439,9 @@ def main() -> None:
                   (grid / "tables.md").read_text(), "One row per model at RAD 5% (`deepsloth report`'s summary):", "",
                   (grid / "summary.md").read_text(), "![EEC curves](results/grid/eec_grid.png)", "",
                   "### The paper's headline shape", ""] + studies.headline(models) + [""] + studies.uap_note(models)
-        # the queue runs every cell on the three SDNs, MSDNET_CELLS on the MSDNet (its universal and
+        # the queue runs every cell on the three SDNs, FAMILY_CELLS on the other families (their universal and
         # class-universal l_2 / l_1 cells are left out of the CPU budget)
-        planned = {MSDNET: list(MSDNET_CELLS)}
+        planned = {n: list(FAMILY_CELLS) for n in FAMILIES}
         missing = {name: missing_cells(saved_cells(grid / name), planned.get(name, ["clean", *ALL_CELLS]))
                    for name in sorted(set(models) | {*SHIPPED, VGG})}
         if any(missing.values()):

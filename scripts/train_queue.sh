@@ -188,17 +188,17 @@ step_msdnet() {
   [ -f src/deepsloth/zoo/msdnet_cifar10/model.json ] || \
     run deepsloth zoo train msdnet --out runs/msdnet_cifar10 --device cpu --install
 }
-# the grid on the MSDNet: every l_inf cell and per-sample DeepSloth in l_2 / l_1, cheapest first (about 2.5 CPU h
-# alone, the l_2 cell half of it), and its clean sweep. Evaluated at RAD 1% besides the paper's 5% and 15%: on this
-# MSDNet the paper's calibration picks q = 0.05 at both, where exit 1 answers every input (docs/method.md §2.4)
-MSD_CELLS="clean pgd-linf-sample pgd-avg-linf-sample deepsloth-linf-sample deepsloth-linf-universal deepsloth-linf-class
-  uap-linf-universal pgd-max-linf-sample deepsloth-l1-sample deepsloth-l2-sample"
-step_msdnet-grid() {
-  local D=msdnet_cifar10
+# the grid on a model family beyond the three SDNs: every l_inf cell and per-sample DeepSloth in l_2 / l_1, cheapest
+# first (`results_page.py --missing` lists the unsaved ones), and its clean sweep
+family_grid() {
+  local D=$1; shift
   seed_grid
-  for cell in $MSD_CELLS; do run $GRID $D --attacks $cell --rad 1 5 15; page --collect runs/grid; done
+  for cell in $(missing $D); do run $GRID $D --attacks $cell "$@"; page --collect runs/grid; done
   [ -f docs/results/sweeps/$D.json ] || page --sweep $D
 }
+# MSDNet (about 2.5 CPU h alone, the l_2 cell half of it). Evaluated at RAD 1% besides the paper's 5% and 15%: on
+# this MSDNet the paper's calibration picks q = 0.05 at both, where exit 1 answers every input (docs/method.md §2.4)
+step_msdnet-grid() { family_grid msdnet_cifar10 --rad 1 5 15; }
 # the defence study (docs/defences.md) on both shipped models, first 500 test images: each default defence against
 # the non-adaptive and the adaptive attacker; the ResNet-56 SDN's attacks under bf16 where the CPU has it natively
 step_defend() {
@@ -207,21 +207,26 @@ step_defend() {
   run deepsloth defend --model $R --n 500 --out runs/defend --device cpu --amp auto
   page --collect-defend runs/defend
 }
-# cross-family transfer between the MSDNet and the ResNet-56 SDN, both directions (per-sample and universal l_inf)
-step_msdnet-transfer() {
-  for pair in "msdnet_cifar10 $R" "$R msdnet_cifar10"; do
+# cross-family transfer between a model family and the ResNet-56 SDN, both directions (per-sample and universal l_inf)
+family_transfer() {
+  local D=$1; shift
+  for pair in "$D $R" "$R $D"; do
     read -r s v <<< "$pair"
     run deepsloth transfer --surrogate $s --victim $v --attacks deepsloth-linf-sample deepsloth-linf-universal \
-        --n 1000 --rad 1 5 15 --out runs/transfer --device cpu
+        --n 1000 --out runs/transfer --device cpu "$@"
   done
   page --collect-transfer runs/transfer
 }
+step_msdnet-transfer() { family_transfer msdnet_cifar10 --rad 1 5 15; }
 # the early-exit ViT (docs/method.md §2.5): joint training of its 6 exits, 12 one-cycle epochs of about 11 CPU min
 # each, installed into the package zoo (fp16) when finished
 step_vit() {
   [ -f src/deepsloth/zoo/vit_cifar10/model.json ] || \
     run deepsloth zoo train vit --out runs/vit_cifar10 --device cpu --install
 }
+# the ViT's grid (fp32: bf16 gains nothing at its width) and its transfer to and from the ResNet-56 SDN
+step_vit-grid() { family_grid vit_cifar10; }
+step_vit-transfer() { family_transfer vit_cifar10; }
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && mapfile -t steps < <(python scripts/results_page.py --todo)

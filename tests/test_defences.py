@@ -199,6 +199,13 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     again = run_defences(str(model_dir), defences, **kw)
     assert [r["created"] for r in again] == [r["created"] for r in rows]
     assert len(load_records(tmp_path / "out")) == len(rows)
+    # a detector record whose thresholds were set on its own training images (no calibration_n) is made again
+    stale = next((tmp_path / "out").rglob("defence-exit-stats.json"))
+    old = json.loads(stale.read_text())
+    del old["detector"]["calibration_n"]
+    stale.write_text(json.dumps(old))
+    redone = run_defences(str(model_dir), ["exit-stats"], **kw)[1]
+    assert redone["detector"]["calibration_n"] == 16 and json.loads(stale.read_text())["detector"]["calibration_n"]
     table = "\n".join(defences_section(rows))
     assert all(f"| {d}" in table for d in ["none"] + ["jpeg:quality=75", "exit-cap:k=2 (exit 2)", "exit-stats"])
     amp = rows[1]["attacks"]["sample"]["adaptive"]["rad"]["50"]["latency_amplification"]

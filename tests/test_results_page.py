@@ -170,3 +170,22 @@ def test_page_sections_come_out_as_committed(tmp_path, monkeypatch):
     assert sum(line.startswith("## Budget check") for line in budget) == 2
     assert ("| mobilenet_sdn_cifar10 | DeepSloth (universal, l_1) **matched budget** | 1,000 | 90 | "
             "0.628 / 4.67 / 82.5 | 0.539 | 31.8 | 14.4 | 52.1 |") in budget
+
+
+def test_every_queue_step_the_page_can_ask_for_is_defined_in_the_queue_script(monkeypatch):
+    """`--todo`'s steps (all of them, as if nothing were saved) each have a step_ function in train_queue.sh, and
+    the model families' grids run their planned cells (l_inf everywhere, per-sample l_2 / l_1)."""
+    import re
+    page = _page()
+    monkeypatch.setattr(page, "RESULTS", ROOT / "no-such-results")
+    monkeypatch.setattr(page, "ROOT", ROOT / "no-such-root")
+    steps = page.todo()
+    defined = set(re.findall(r"^step_([\w-]+)\(\)", (ROOT / "scripts" / "train_queue.sh").read_text(), re.M))
+    assert {"msdnet-grid", "vit", "vit-grid", "vit-transfer"} <= set(steps) and set(steps) <= defined
+    for family in page.FAMILIES:
+        cells = page.planned_cells(family)
+        assert cells[0] == "clean"
+        assert {"deepsloth-l1-sample", "deepsloth-l2-sample", "uap-linf-universal"} <= set(cells)
+        assert not any(c.startswith(("deepsloth-l1-u", "deepsloth-l2-u", "deepsloth-l1-c", "deepsloth-l2-c"))
+                       for c in cells)
+    assert page.planned_cells("resnet56_sdn_cifar10") == page.QUEUE_ORDER

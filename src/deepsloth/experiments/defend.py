@@ -200,6 +200,12 @@ def _exit_indices(ctx: Context, x: Optional[torch.Tensor], rad: str) -> torch.Te
     return ctx.policy.exit_index(outs, float(ctx.thresholds[rad]["threshold"]))
 
 
+def current(rec: Dict[str, Any]) -> bool:
+    """False for a detector record made before thresholds were set on held-out clean images (no
+    `calibration_n`): its false-positive rates are too low to compare with the others."""
+    return "detector" not in rec or "calibration_n" in (rec.get("detector") or {})
+
+
 # ----------------------------------------------------------------------------- the study
 class DefenceStudy:
     """One model's defence study; `row(text)` computes (or reads back) one defence's record."""
@@ -267,11 +273,12 @@ class DefenceStudy:
 
     def _record(self, path: Path, defence: Dict[str, Any],
                 numbers: Callable[[Dict[str, Crafted]], Dict[str, Any]]) -> Tuple[Dict[str, Any], bool]:
-        """The record at `path` when it is one (a damaged one is computed again), else computed and written."""
+        """The record at `path` when it is one (a damaged one, or a detector's whose thresholds were set on its
+        own training images, is computed again), else computed and written."""
         if path.is_file():
             try:
                 rec = read_json(path)
-                if rec.get("format") == FORMAT:
+                if rec.get("format") == FORMAT and current(rec):
                     return rec, True
             except DeepslothError:
                 pass
