@@ -83,6 +83,7 @@ CASES = [
     # ------------------------------------------------------------------ describe
     ("describe-unknown-arch", ["describe", "resnet57"], "unknown architecture"),
     ("describe-empty-arch", ["describe", ""], "non-empty"),
+    ("describe-folder-not-a-model", ["describe", "."], "not a model directory"),
     ("describe-dataset", ["describe", "resnet56", "--dataset", "mnist"], "invalid choice"),
     ("describe-convention", ["describe", "resnet56", "--cost-convention", "fast"], "invalid choice"),
     # ------------------------------------------------------------------ train

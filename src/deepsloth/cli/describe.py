@@ -2,6 +2,7 @@
 per-exit cost of an architecture, or of a trained model (a zoo name or model directory)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from .common import add_json, nonempty, print_json
@@ -29,7 +30,12 @@ def describe(arch: str, dataset: Optional[str] = None, convention: str = "paper"
                 not hasattr(model, "backbone") else "sdn")
         name = str(arch)
     else:
-        base, sdn = parse_name(arch)
+        try:
+            base, sdn = parse_name(arch)
+        except DeepslothError as e:
+            if Path(arch).is_dir():   # a folder, but not a model directory
+                raise DeepslothError(f"{arch} is not a model directory (no model.json) nor an architecture")
+            raise DeepslothError(f"{e} (or a zoo name, or a model directory)") from None
         sdn = True if sdn is None else sdn
         dataset = dataset or "cifar10"
         model = create_model(base, dataset, sdn=sdn, seed=0)
