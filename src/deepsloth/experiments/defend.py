@@ -164,7 +164,7 @@ def _train_context(ctx: Context, n: int, start: int = 0) -> Context:
         raise DeepslothError(f"the training split has {len(pool)} images; detectors need more than {start}")
     chosen = subset_dataset(pool, indices=torch.arange(start, min(start + n, len(pool))))
     d = dataclasses.replace(ctx, test=chosen, _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
-    which = f"the first {len(chosen)}" if start == 0 else f"{len(chosen)} (from the {start + 1}th on)"
+    which = f"the first {len(chosen)}" if start == 0 else f"the {len(chosen)} after the first {start}"
     d._cache["data"] = {"dataset": ctx.dataset, "split": "train", "kind": ctx.data_kind, "n": len(chosen),
                         "selection": f"{which} training images in stored order",
                         "source": chosen.source, "sha256": data_sha256(chosen.images, chosen.labels)}
