@@ -241,5 +241,7 @@ def test_the_reading_sorts_defences_by_what_the_adaptive_attack_keeps_on_every_m
     assert "undefended, it cuts efficacy by 90-98%" in held
     assert "exit-cap:k=3 (10-20%)" in held and "jpeg:quality=75 (30-60%, non-adaptive 30-40%)" in broken
     assert "exit-stats (50%, its attacked inputs still detected 40% at 5% false positives)" in broken
+    recs[-1]["attacks"]["sample"]["non_adaptive"]["detection"] = {"0.05": 1.0}
+    assert "detected 40% at 5% false positives, the non-adaptive ones 100%)" in defences_reading(recs)[0]
     assert "exit-cap:k=3 15.0 points" in text and "jpeg" not in text.split("accuracy lost")[1]
     assert defences_reading(recs[:1]) == []

@@ -655,13 +655,17 @@ def defences_reading(records: Sequence[Record], rad: str = "5") -> List[str]:
             continue
         kind = next(by_model[m][spec]["defence"]["kind"] for m in vals)
         naive = [v for m in vals if (v := _sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
-        detected = [d for m in vals if (d := ((((by_model[m][spec].get("attacks") or {}).get("sample") or {})
-                                               .get("adaptive") or {}).get("detection") or {}).get("0.05")) is not None]
+        def detected(side: str) -> List[float]:
+            return [d for m in vals if (d := ((((by_model[m][spec].get("attacks") or {}).get("sample") or {})
+                                             .get(side) or {}).get("detection") or {}).get("0.05")) is not None]
+
         text = f"{spec} ({_span(list(vals.values()))}"
         if kind == "monitor":
             text += ": the most an attacker gets while staying below its alarm)"
-        elif kind == "detector" and detected:
-            text += f", its attacked inputs still detected {_span(detected)} at 5% false positives)"
+        elif kind == "detector" and detected("adaptive"):
+            text += (f", its attacked inputs still detected {_span(detected('adaptive'))} at 5% false positives"
+                     + (f", the non-adaptive ones {_span(detected('non_adaptive'))})" if detected("non_adaptive")
+                        else ")"))
         else:
             text += f", non-adaptive {_span(naive)})" if naive and _span(naive) != _span(list(vals.values())) else ")"
         (held if all(v < bare[m] / 2 for m, v in vals.items()) else broken).append(text)
