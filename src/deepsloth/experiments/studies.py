@@ -631,6 +631,13 @@ def _sample_reduction(rec: Record, rad: str, side: str) -> Optional[float]:
     return ((a.get("rad") or {}).get(rad) or {}).get("efficacy_reduction")
 
 
+def _detection(rec: Record, side: str, fpr: str = "0.05") -> Optional[float]:
+    """A detector record's detection rate of per-sample DeepSloth (`side`: "non_adaptive" or "adaptive") at
+    the false-positive rate `fpr`; None for other defences."""
+    sample = ((rec.get("attacks") or {}).get("sample") or {}).get(side) or {}
+    return (sample.get("detection") or {}).get(fpr)
+
+
 def _span(values: Sequence[float]) -> str:
     lo, hi = min(values) * 100, max(values) * 100
     return f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}%"
@@ -655,9 +662,9 @@ def defences_reading(records: Sequence[Record], rad: str = "5") -> List[str]:
             continue
         kind = next(by_model[m][spec]["defence"]["kind"] for m in vals)
         naive = [v for m in vals if (v := _sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
+
         def detected(side: str) -> List[float]:
-            return [d for m in vals if (d := ((((by_model[m][spec].get("attacks") or {}).get("sample") or {})
-                                             .get(side) or {}).get("detection") or {}).get("0.05")) is not None]
+            return [d for m in vals if (d := _detection(by_model[m][spec], side)) is not None]
 
         text = f"{spec} ({_span(list(vals.values()))}"
         if kind == "monitor":
