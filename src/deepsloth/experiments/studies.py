@@ -622,7 +622,7 @@ def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]
     return lines
 
 
-def sample_reduction(rec: Record, rad: str, side: str) -> Optional[float]:
+def _sample_reduction(rec: Record, rad: str, side: str) -> Optional[float]:
     """Per-sample DeepSloth's efficacy reduction at `rad` against `rec`'s defence: `side` "non_adaptive" or
     "adaptive" (for a stream monitor, the throttled attack that stays below its alarm)."""
     if side == "adaptive" and (rec.get("monitor") or {}).get(rad) is not None:
@@ -650,18 +650,18 @@ def defences_reading(records: Sequence[Record], rad: str = "5") -> List[str]:
     by_model: Dict[str, Dict[str, Record]] = {}
     for r in records:
         by_model.setdefault(r["model"]["name"], {})[r["defence"]["spec"]] = r
-    bare = {m: sample_reduction(rows["none"], rad, "non_adaptive") for m, rows in by_model.items() if "none" in rows}
+    bare = {m: _sample_reduction(rows["none"], rad, "non_adaptive") for m, rows in by_model.items() if "none" in rows}
     bare = {m: v for m, v in bare.items() if v is not None}
     specs = [s for s in dict.fromkeys(s for rows in by_model.values() for s in rows) if s != "none"]
     held, broken, costs = [], [], []
     for spec in specs:
-        vals = {m: sample_reduction(rows[spec], rad, "adaptive") for m, rows in by_model.items()
+        vals = {m: _sample_reduction(rows[spec], rad, "adaptive") for m, rows in by_model.items()
                 if spec in rows and m in bare}
         vals = {m: v for m, v in vals.items() if v is not None}
         if not vals:
             continue
         kind = next(by_model[m][spec]["defence"]["kind"] for m in vals)
-        naive = [v for m in vals if (v := sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
+        naive = [v for m in vals if (v := _sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
 
         def detected(side: str) -> List[float]:
             return [d for m in vals if (d := _detection(by_model[m][spec], side)) is not None]
