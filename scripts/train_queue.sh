@@ -218,8 +218,8 @@ family_transfer() {
   page --collect-transfer runs/transfer
 }
 step_msdnet-transfer() { family_transfer msdnet_cifar10 --rad 1 5 15; }
-# the early-exit ViT (docs/method.md §2.5): joint training of its 6 exits, 12 one-cycle epochs of about 11 CPU min
-# each, installed into the package zoo (fp16) when finished
+# the early-exit ViT (docs/method.md §2.5): joint training of its 6 exits, two one-cycle stages (12 then 20 epochs)
+# of about 5 min per epoch on one busy core, installed into the package zoo (fp16) when finished
 step_vit() {
   [ -f src/deepsloth/zoo/vit_cifar10/model.json ] || \
     run deepsloth zoo train vit --out runs/vit_cifar10 --device cpu --install

@@ -206,6 +206,22 @@ def current(rec: Dict[str, Any]) -> bool:
     return "detector" not in rec or "calibration_n" in (rec.get("detector") or {})
 
 
+def sample_reduction(rec: Dict[str, Any], rad: str, side: str) -> Optional[float]:
+    """Per-sample DeepSloth's efficacy reduction at `rad` against `rec`'s defence: `side` "non_adaptive" or
+    "adaptive" (for a stream monitor, the throttled attack that stays below its alarm)."""
+    if side == "adaptive" and (rec.get("monitor") or {}).get(rad) is not None:
+        return (rec["monitor"][rad].get("sample") or {}).get("throttled_efficacy_reduction")
+    a = ((rec.get("attacks") or {}).get("sample") or {}).get(side) or {}
+    return ((a.get("rad") or {}).get(rad) or {}).get("efficacy_reduction")
+
+
+def detection_rate(rec: Dict[str, Any], side: str, fpr: str = "0.05") -> Optional[float]:
+    """A detector record's detection rate of per-sample DeepSloth (`side`: "non_adaptive" or "adaptive") at
+    the false-positive rate `fpr`; None for other defences."""
+    sample = ((rec.get("attacks") or {}).get("sample") or {}).get(side) or {}
+    return (sample.get("detection") or {}).get(fpr)
+
+
 # ----------------------------------------------------------------------------- the study
 class DefenceStudy:
     """One model's defence study; `row(text)` computes (or reads back) one defence's record."""
@@ -433,5 +449,6 @@ def run_defences(model: str, defences: Sequence[str] = DEFAULT_DEFENCES, **kwarg
     return rows
 
 
-__all__ = ["load_records", "STUDY_EOT", "FORMAT", "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences", "defended_context",
-           "resolve_cap", "exit_logits", "slug"]
+__all__ = ["load_records", "sample_reduction", "detection_rate", "current", "STUDY_EOT", "FORMAT",
+           "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences", "defended_context", "resolve_cap",
+           "exit_logits", "slug"]

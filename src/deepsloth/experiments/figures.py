@@ -155,6 +155,7 @@ def plot_defences(records: Sequence[dict], path: Path | str, rad: str = "5", dpi
     beside adaptive (a monitor's adaptive bar is the throttled attack's), the undefended model first."""
     import numpy as np
 
+    from .defend import sample_reduction
     by_model: Dict[str, List[dict]] = {}
     for r in records:
         by_model.setdefault(r["model"]["name"], []).append(r)
@@ -165,15 +166,10 @@ def plot_defences(records: Sequence[dict], path: Path | str, rad: str = "5", dpi
         ax = fig.add_subplot(len(by_model), 1, i + 1)
         labels, non, ada = [], [], []
         for r in rows:
-            sample = (r.get("attacks") or {}).get("sample") or {}
-            na = ((sample.get("non_adaptive") or {}).get("rad") or {}).get(rad) or {}
-            if (r.get("monitor") or {}).get(rad):
-                ad_value = (r["monitor"][rad].get("sample") or {}).get("throttled_efficacy_reduction")
-            else:
-                ad_value = (((sample.get("adaptive") or {}).get("rad") or {}).get(rad) or {}).get("efficacy_reduction")
             labels.append(r["defence"]["spec"])
-            non.append(np.nan if na.get("efficacy_reduction") is None else 100 * na["efficacy_reduction"])
-            ada.append(np.nan if ad_value is None else 100 * ad_value)
+            for bars, side in ((non, "non_adaptive"), (ada, "adaptive")):
+                v = sample_reduction(r, rad, side)
+                bars.append(np.nan if v is None else 100 * v)
         x = np.arange(len(labels))
         ax.bar(x - 0.2, non, 0.4, label="non-adaptive", color="tab:blue")
         ax.bar(x + 0.2, ada, 0.4, label="adaptive", color="tab:red")

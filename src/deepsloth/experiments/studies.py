@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..io import atomic_path
+from .defend import detection_rate, sample_reduction
 from .report import _order, _pct, group_by_model, summary_row, summary_table, training_label
 
 Record = Dict[str, Any]
@@ -622,22 +623,6 @@ def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]
     return lines
 
 
-def _sample_reduction(rec: Record, rad: str, side: str) -> Optional[float]:
-    """Per-sample DeepSloth's efficacy reduction at `rad` against `rec`'s defence: `side` "non_adaptive" or
-    "adaptive" (for a stream monitor, the throttled attack that stays below its alarm)."""
-    if side == "adaptive" and (rec.get("monitor") or {}).get(rad) is not None:
-        return (rec["monitor"][rad].get("sample") or {}).get("throttled_efficacy_reduction")
-    a = ((rec.get("attacks") or {}).get("sample") or {}).get(side) or {}
-    return ((a.get("rad") or {}).get(rad) or {}).get("efficacy_reduction")
-
-
-def _detection(rec: Record, side: str, fpr: str = "0.05") -> Optional[float]:
-    """A detector record's detection rate of per-sample DeepSloth (`side`: "non_adaptive" or "adaptive") at
-    the false-positive rate `fpr`; None for other defences."""
-    sample = ((rec.get("attacks") or {}).get("sample") or {}).get(side) or {}
-    return (sample.get("detection") or {}).get(fpr)
-
-
 def _span(values: Sequence[float]) -> str:
     lo, hi = min(values) * 100, max(values) * 100
     return f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}%"
@@ -650,21 +635,21 @@ def defences_reading(records: Sequence[Record], rad: str = "5") -> List[str]:
     by_model: Dict[str, Dict[str, Record]] = {}
     for r in records:
         by_model.setdefault(r["model"]["name"], {})[r["defence"]["spec"]] = r
-    bare = {m: _sample_reduction(rows["none"], rad, "non_adaptive") for m, rows in by_model.items() if "none" in rows}
+    bare = {m: sample_reduction(rows["none"], rad, "non_adaptive") for m, rows in by_model.items() if "none" in rows}
     bare = {m: v for m, v in bare.items() if v is not None}
     specs = [s for s in dict.fromkeys(s for rows in by_model.values() for s in rows) if s != "none"]
     held, broken, costs = [], [], []
     for spec in specs:
-        vals = {m: _sample_reduction(rows[spec], rad, "adaptive") for m, rows in by_model.items()
+        vals = {m: sample_reduction(rows[spec], rad, "adaptive") for m, rows in by_model.items()
                 if spec in rows and m in bare}
         vals = {m: v for m, v in vals.items() if v is not None}
         if not vals:
             continue
         kind = next(by_model[m][spec]["defence"]["kind"] for m in vals)
-        naive = [v for m in vals if (v := _sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
+        naive = [v for m in vals if (v := sample_reduction(by_model[m][spec], rad, "non_adaptive")) is not None]
 
         def detected(side: str) -> List[float]:
-            return [d for m in vals if (d := _detection(by_model[m][spec], side)) is not None]
+            return [d for m in vals if (d := detection_rate(by_model[m][spec], side)) is not None]
 
         text = f"{spec} ({_span(list(vals.values()))}"
         if kind == "monitor":
