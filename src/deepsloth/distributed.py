@@ -105,10 +105,18 @@ class Dist:
             r, w = bad[0]
             raise DeepslothError(f"rank {r} failed: {w}")
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Tear the process group down. `sync` (the normal end of a command): every rank waits for the others
+        first, so no rank shuts its connections while a peer is still finishing its part; on an error path
+        (`sync=False`) a rank leaves at once instead of waiting for a peer that may be gone."""
         if self.active:
             import torch.distributed as td
             if td.is_initialized():
+                if sync:
+                    try:
+                        self.barrier()
+                    except DeepslothError:
+                        pass   # a peer is gone: nothing left to wait for
                 td.destroy_process_group()
 
 

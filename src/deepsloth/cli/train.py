@@ -22,8 +22,10 @@ def run(args) -> int:
     dist = Dist.from_env(cfg.device)
     try:
         run_training(cfg, dist=dist if dist.active else None, log=print if dist.is_main else (lambda s: None))
-    finally:
-        dist.close()
+    except BaseException:
+        dist.close(sync=False)
+        raise
+    dist.close()
     if dist.is_main:
         print(f"saved {cfg.mode} model to {cfg.out}" + (f" ({dist.world} processes)" if dist.active else ""))
     return 0
