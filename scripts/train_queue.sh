@@ -210,6 +210,9 @@ step_defend() {
 # cross-family transfer between a model family and the ResNet-56 SDN, both directions (per-sample and universal l_inf)
 family_transfer() {
   local D=$1; shift
+  mkdir -p runs/transfer/$D/adversarial   # the grid's finished crafting on $D is the same: reused, not crafted again
+  cp -n runs/grid/$D/adversarial/deepsloth-linf-{sample,universal}-*.{safetensors,json} runs/transfer/$D/adversarial/ \
+      2>/dev/null
   for pair in "$D $R" "$R $D"; do
     read -r s v <<< "$pair"
     run deepsloth transfer --surrogate $s --victim $v --attacks deepsloth-linf-sample deepsloth-linf-universal \
