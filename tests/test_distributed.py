@@ -136,3 +136,28 @@ def test_a_rank_that_raises_fails_the_command(env, tmp_path):
     assert "rank 1 failed" in r.stderr and "injected failure on rank 1" in r.stderr
     results = [p for p in tmp_path.joinpath("out").rglob("*.safetensors") if ".partial" not in str(p)]
     assert not results   # no result; rank 0's finished batches stay in <stem>.partial/ for a rerun
+
+
+def test_close_waits_for_the_other_ranks_only_on_the_normal_path(monkeypatch):
+    import torch.distributed as td
+
+    from deepsloth.distributed import Dist
+    calls = []
+    monkeypatch.setattr(td, "is_initialized", lambda: True)
+    monkeypatch.setattr(td, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(td, "destroy_process_group", lambda: calls.append("destroy"))
+    d = Dist(rank=1, world=2, backend="gloo")
+    d.close()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    d.close(sync=False)   # an error path: no waiting for a peer that may be gone
+    assert calls == ["destroy"]
+    calls.clear()
+
+    def dead_peer():
+        raise RuntimeError("Connection closed by peer")
+    monkeypatch.setattr(td, "barrier", dead_peer)
+    d.close()   # the peer is gone: torn down all the same, no error
+    assert calls == ["destroy"]
+    Dist().close()   # one process: nothing to tear down
+    assert calls == ["destroy"]
