@@ -162,10 +162,10 @@ def test_zoo_list(capsys):
     out = run_cli(["zoo", "list"], capsys)
     rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
     for name, acc, exits in (("resnet56_sdn_cifar10", "89.24%", "28"), ("mobilenet_sdn_cifar10", "87.15%", "14"),
-                             ("vgg16bn_sdn_cifar10", "90.19%", "15"), ("msdnet_cifar10", "83.33%", "7")):
+                             ("vgg16bn_sdn_cifar10", "90.19%", "15"), ("msdnet_cifar10", "83.33%", "7"),
+                             ("vit_cifar10", "75.33%", "6")):
         assert name in rows, f"{name} missing from `deepsloth zoo list`"
         assert acc in rows[name].split() and exits in rows[name].split(), rows[name]
-    assert "not shipped" in rows.get("vit_cifar10", ""), "docs/zoo.md says vit_cifar10 is not trained yet"
 
 
 def test_shown_describe_outputs_are_real(capsys):

@@ -53,7 +53,7 @@ ZOO_RECIPES: Dict[str, Dict] = {
         # the early-exit ViT (docs/method.md §2.5), all 6 exits trained jointly, every exit's loss weighted 1;
         # 4.5-5 min per epoch on one busy CPU core (bf16 gains nothing at this width). The first stage ended
         # at 66.7% (per exit 51.3 / 60.4 / 64.0 / 65.9 / 66.4 / 66.7%) with training accuracy 67.8%:
-        # under-fitted, so a second one-cycle stage continues it
+        # under-fitted, so a second one-cycle stage continues it (75.33% final, docs/zoo.md)
         "joint": [{"recipe": "fast", "epochs": 12}, {"recipe": "fast", "epochs": 20}],
         "store_dtype": "float16",
     },
