@@ -127,7 +127,7 @@ def sweeps_section() -> list:
 TRANSFER_TEXT = {
     "intro": studies.TRANSFER_TEXT["intro"] + " Collected with `python scripts/results_page.py --collect-transfer "
                                               "runs/transfer`.",
-    "cross": "### Cross-architecture (the shipped SDNs and the MSDNet)",
+    "cross": "### Cross-architecture (the shipped SDNs, the MSDNet and the early-exit ViT)",
     "scenario1": "### Scenario 1: surrogates trained on a share of the victim's training data\n\n"
                  "Victim: {victim} (final accuracy {victim_accuracy}%). Surrogates: {arch} SDNs (CNN then IC-only, "
                  "fast one-cycle CPU recipe; epochs in the table) on a seeded per-class share of CIFAR-10's training "
