@@ -183,3 +183,38 @@ def test_a_comparison_record_without_its_fields_is_named_not_a_traceback(tmp_pat
     assert err.count("\n") == 1 and f"{bare} is a comparison record without its cell" in err
     assert report(folder, "--format", "md", "--skip-unreadable") == 0
     assert str(bare) in capsys.readouterr().err
+
+
+def _cell(cell, costs, clean_counts, attacked_counts):
+    from deepsloth.metrics.efficacy import efficacy, efficacy_reduction
+    clean, attacked = efficacy(clean_counts, costs), efficacy(attacked_counts, costs)
+    return {"cell": cell, "costs": costs, "model": {"num_classes": 10}, "policy": {"name": "confidence"},
+            "clean": {"per_exit_accuracy": [0.5, 0.7]},
+            "rad": {"5": {"threshold": 0.6, "efficacy_reduction": efficacy_reduction(clean, attacked),
+                          "clean": {"efficacy": clean, "exit_counts": clean_counts},
+                          "attacked": {"efficacy": attacked, "exit_counts": attacked_counts}}}}
+
+
+def test_headline_names_the_most_a_slowdown_can_take_when_the_last_internal_exit_is_early():
+    """With the last internal exit at 0.75 of the cost, an input at the final exit still leaves efficacy
+    0.125, so even an attack that sends every input there stays below 90%: the line says so, with the
+    numbers of docs/method.md §4.4."""
+    from deepsloth.experiments.studies import headline
+    from deepsloth.metrics.efficacy import efficacy
+    costs = [0.25, 0.5, 0.75, 1.0]
+    clean_counts = [60, 20, 10, 10]
+    everything_late = _cell("deepsloth-linf-sample", costs, clean_counts, [0, 0, 0, 100])
+    clean = _cell("clean", costs, clean_counts, clean_counts)
+    lines = headline({"m": {"a": clean, "b": everything_late}})
+    eff = efficacy(clean_counts, costs)
+    most = (eff - 0.125) / eff
+    assert abs(everything_late["rad"]["5"]["efficacy_reduction"] - most) < 1e-12 and most < 0.9
+    assert "BELOW 90%" in lines[0]
+    assert lines[1] == (f"  - per-sample DeepSloth l_inf sends 100.0% of the inputs to the final exit (clean: 10.0%). "
+                        f"An input answered there still leaves efficacy (1 - c_{{K-1}}) / 2 = 0.125, as the last "
+                        f"internal exit costs 0.750 of the network, so no attack can cut this model's efficacy by "
+                        f"more than {most * 100:.1f}% at RAD 5%: the attack reaches 100% of that.")
+    # an attack at or above 90% gets no such line
+    deep = _cell("deepsloth-linf-sample", [0.25, 0.5, 0.99, 1.0], clean_counts, [0, 0, 0, 100])
+    assert len(headline({"m": {"a": _cell("clean", [0.25, 0.5, 0.99, 1.0], clean_counts, clean_counts),
+                               "b": deep}})) == 1
