@@ -373,6 +373,18 @@ def test_eec_grid_layout_puts_rad_budgets_side_by_side_when_there_is_one_norm():
                                 ("b", [("5", "linf"), ("5", "l2")]), ("b", [("15", "linf"), ("15", "l2")])]
 
 
+def test_eec_grid_draws_a_budget_that_only_some_records_have(tmp_path):
+    """Records of one model may differ in their budgets (a transfer record evaluated at an extra RAD): the
+    panel of that budget takes its threshold from the records that have it."""
+    from deepsloth.experiments.figures import eec_panels, plot_eec_grid
+    five = {"5": (0.8, 0.5, 0.5, 0.88, 0.5, 1.0)}
+    extra = {"1": (0.9, 0.4, 0.1, 0.8, 0.9, 2.0), **five}
+    models = {"m": {"clean": _record("m", "clean", 0.9, five), "ds": _record("m", "deepsloth-linf-sample", 0.8, extra)}}
+    assert eec_panels(models) == [("m", [("1", "linf"), ("5", "linf")])]
+    path = plot_eec_grid(models, tmp_path / "eec.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_grid_cells_and_report_end_to_end(setup, tmp_path, capsys):
     assert [s.cell for s in grid_specs("all")][:4] == ["pgd-linf-sample", "pgd-avg-linf-sample",
                                                       "pgd-max-linf-sample", "uap-linf-universal"]
