@@ -188,7 +188,7 @@ def test_a_comparison_record_without_its_fields_is_named_not_a_traceback(tmp_pat
 def _cell(cell, costs, clean_counts, attacked_counts):
     from deepsloth.metrics.efficacy import efficacy, efficacy_reduction
     clean, attacked = efficacy(clean_counts, costs), efficacy(attacked_counts, costs)
-    return {"cell": cell, "costs": costs, "model": {"num_classes": 10}, "policy": {"name": "confidence"},
+    return {"cell": cell, "label": cell.replace("deepsloth-linf-sample", "DeepSloth (per-sample, l_inf)"), "costs": costs, "model": {"num_classes": 10}, "policy": {"name": "confidence"},
             "clean": {"per_exit_accuracy": [0.5, 0.7]},
             "rad": {"5": {"threshold": 0.6, "efficacy_reduction": efficacy_reduction(clean, attacked),
                           "clean": {"efficacy": clean, "exit_counts": clean_counts},
@@ -210,7 +210,7 @@ def test_headline_names_the_most_a_slowdown_can_take_when_the_last_internal_exit
     most = (eff - 0.125) / eff
     assert abs(everything_late["rad"]["5"]["efficacy_reduction"] - most) < 1e-12 and most < 0.9
     assert "BELOW 90%" in lines[0]
-    assert lines[1] == (f"  - per-sample DeepSloth l_inf sends 100.0% of the inputs to the final exit (clean: 10.0%). "
+    assert lines[1] == (f"  - DeepSloth (per-sample, l_inf) sends 100.0% of the inputs to the final exit (clean: 10.0%). "
                         f"An input answered there still leaves efficacy (1 - c_{{K-1}}) / 2 = 0.125, as the last "
                         f"internal exit costs 0.750 of the network, so no attack can cut this model's efficacy by "
                         f"more than {most * 100:.1f}% at RAD 5%: the attack reaches 100% of that.")

@@ -14,6 +14,7 @@ DEFAULT_N = 250
 
 def run(args) -> int:
     from ..experiments.audit import AuditConfig, format_table, run_audit
+    from ..experiments.report import ceiling_note
 
     cfg = AuditConfig(model=args.model, data=args.data, n=args.n, rads=tuple(args.rad), seed=args.seed,
                       batch_size=args.batch_size, device=args.device, data_root=args.data_root, amp=args.amp)
@@ -33,6 +34,9 @@ def run(args) -> int:
         r = ds["rad"][rad]
         print(f"per-sample DeepSloth cuts efficacy at RAD {rad}% by {r['efficacy_reduction'] * 100:.1f}% "
               f"and multiplies the expected IoT latency by {r['latency_amplification']:.2f}x")
+        note = ceiling_note(ds, rad)
+        if note:
+            print(note)
     print(f"report: {out / 'report.md'} (JSON: {out / 'report.json'}, plots: {out / 'eec.png'}, "
           f"{out / 'examples.png'}); wall time {report['wall_seconds']} s")
     return 0

@@ -26,7 +26,7 @@ from ..validate import check_count, check_rad
 from .context import load_context
 from .craft import craft
 from .grid import run_cell
-from .report import group_by_model, render_markdown, table
+from .report import ceiling_note, group_by_model, render_markdown, table
 
 DEFAULT_N = 250  # keeps the default audit within a few minutes on a 2-core CPU
 AUDIT_ATTACKS = ("deepsloth-linf-sample", "deepsloth-linf-universal", "pgd-linf-sample")
@@ -132,10 +132,13 @@ def format_markdown(report: Dict[str, Any], models=None) -> str:
              "EE acc: early-exit accuracy; efficacy: area under the EEC curve; eff. red.: relative efficacy "
              "reduction vs. clean; latency x: expected IoT latency relative to clean (device/server split after "
              f"exit {lm['split']}, {lm['tx_bytes']} bytes uploaded, {lm['bandwidth_bps'] / 1e6:g} Mbit/s, "
-             f"RTT {lm['rtt_s'] * 1000:g} ms).", "",
-             "![EEC curves](eec.png)", "",
-             "Clean and adversarial examples (title: the prediction and the exit that answers it at the first "
-             "RAD budget; red: wrong):", "", "![examples](examples.png)", ""]
+             f"RTT {lm['rtt_s'] * 1000:g} ms).", ""]
+    note = ceiling_note(report["comparisons"].get("deepsloth-linf-sample"), next(iter(report["thresholds"])))
+    if note:
+        lines += [note, ""]
+    lines += ["![EEC curves](eec.png)", "",
+              "Clean and adversarial examples (title: the prediction and the exit that answers it at the first "
+              "RAD budget; red: wrong):", "", "![examples](examples.png)", ""]
     return "\n".join(lines)
 
 

@@ -336,5 +336,28 @@ def write_report(folder: Path | str, out: Optional[Path | str] = None, formats: 
     return written
 
 
-__all__ = ["load_results", "group_by_model", "table", "render_markdown", "render_latex", "render_csv",
+def ceiling_note(rec: Optional[Dict[str, Any]], rad: str) -> Optional[str]:
+    """Why a slowdown attack (the headline's per-sample DeepSloth) stays below 90% on a model where it sends
+    (nearly) every input to the final exit: an input answered there still leaves the EEC curve's last
+    segment, efficacy (1 - c_{K-1}) / 2 (docs/method.md §4.4), so no attack can cut efficacy by more than
+    (clean - that) / clean, a real limit when the last internal exit sits well before the end of the network
+    (few exits). None when the reduction is at least 90%, or the record lacks the costs or exit counts."""
+    if rec is None:
+        return None
+    r = rec["rad"].get(rad) or {}
+    v, costs = r.get("efficacy_reduction"), rec.get("costs") or []
+    clean, attacked = r.get("clean") or {}, r.get("attacked") or {}
+    counts, clean_counts, eff = attacked.get("exit_counts"), clean.get("exit_counts"), clean.get("efficacy")
+    if v is None or v >= 0.9 or len(costs) < 2 or not counts or not clean_counts or not eff:
+        return None
+    floor = (1 - costs[-2]) / 2
+    most = (eff - floor) / eff
+    return (f"{rec.get('label') or rec.get('cell')} sends {counts[-1] / sum(counts) * 100:.1f}% of the inputs to the final "
+            f"exit (clean: {clean_counts[-1] / sum(clean_counts) * 100:.1f}%). An input answered there still leaves "
+            f"efficacy (1 - c_{{K-1}}) / 2 = {floor:.3f}, as the last internal exit costs {costs[-2]:.3f} of the "
+            f"network, so no attack can cut this model's efficacy by more than {most * 100:.1f}% at RAD {rad}%: "
+            f"the attack reaches {v / most * 100:.0f}% of that.")
+
+
+__all__ = ["ceiling_note", "load_results", "group_by_model", "table", "render_markdown", "render_latex", "render_csv",
            "summary_row", "summary_table", "render_summary", "training_label", "write_report", "ORDER"]

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..io import atomic_path
 from .defend import detection_rate, sample_reduction
-from .report import _order, _pct, group_by_model, summary_row, summary_table, training_label
+from .report import _order, ceiling_note, _pct, group_by_model, summary_row, summary_table, training_label
 
 Record = Dict[str, Any]
 Models = Mapping[str, Mapping[str, Record]]
@@ -99,7 +99,7 @@ def headline(models: Models) -> List[str]:
         if text:
             lines.append(f"- **{name}** (efficacy reduction at RAD 5%): " + text)
             why = _first_exit_always(by)
-            ceiling = None if why else _ceiling_note(by.get("deepsloth-linf-sample"), "5")
+            ceiling = None if why else ceiling_note(by.get("deepsloth-linf-sample"), "5")
             if ceiling:
                 lines.append(f"  - {ceiling}")
             if why:
@@ -110,29 +110,6 @@ def headline(models: Models) -> List[str]:
                     lines.append(f"  - at RAD {k}%" + (f" (q = {q:.2f})" if q is not None else "") + ": "
                                  + line(k))
     return lines
-
-
-def _ceiling_note(rec: Optional[Record], rad: str) -> Optional[str]:
-    """Why per-sample DeepSloth stays below 90% on a model where it sends (nearly) every input to the final
-    exit: an input answered there still leaves the EEC curve's last segment, efficacy (1 - c_{K-1}) / 2
-    (docs/method.md §4.4), so no attack can cut efficacy by more than (clean - that) / clean. Large when the
-    last internal exit sits well before the end of the network (few exits). None when the reduction is at
-    least 90%, or the record lacks the costs or exit counts."""
-    if rec is None:
-        return None
-    r = rec["rad"].get(rad) or {}
-    v, costs = r.get("efficacy_reduction"), rec.get("costs") or []
-    clean, attacked = r.get("clean") or {}, r.get("attacked") or {}
-    counts, clean_counts, eff = attacked.get("exit_counts"), clean.get("exit_counts"), clean.get("efficacy")
-    if v is None or v >= 0.9 or len(costs) < 2 or not counts or not clean_counts or not eff:
-        return None
-    floor = (1 - costs[-2]) / 2
-    most = (eff - floor) / eff
-    return (f"per-sample DeepSloth l_inf sends {counts[-1] / sum(counts) * 100:.1f}% of the inputs to the final "
-            f"exit (clean: {clean_counts[-1] / sum(clean_counts) * 100:.1f}%). An input answered there still leaves "
-            f"efficacy (1 - c_{{K-1}}) / 2 = {floor:.3f}, as the last internal exit costs {costs[-2]:.3f} of the "
-            f"network, so no attack can cut this model's efficacy by more than {most * 100:.1f}% at RAD {rad}%: "
-            f"the attack reaches {v / most * 100:.0f}% of that.")
 
 
 def _first_exit_always(by_cell: Mapping[str, Record]) -> Optional[str]:
