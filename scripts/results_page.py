@@ -447,7 +447,8 @@ def main() -> None:
         if any(missing.values()):
             lines += ["Cells not run yet (queued in `scripts/train_queue.sh`): " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in missing.items() if c), ""]
-        skipped = {n: [c for c in ALL_CELLS if c not in cells] for n, cells in planned.items() if n in models}
+        skipped = {n: missing_cells(saved_cells(grid / n), [c for c in ALL_CELLS if c not in cells])
+                   for n, cells in planned.items() if n in models}   # beyond the plan: unless run after all
         if any(skipped.values()):
             lines += ["Not run, to stay within the CPU budget: " + "; ".join(
                 f"{n}: {', '.join(c)}" for n, c in skipped.items() if c) + ".", ""]
