@@ -99,8 +99,8 @@ def plot_eec_grid(models: Dict[str, Dict[str, dict]], path: Path | str, dpi: int
                         label=f"{short} ({side['attacked']['efficacy']:.3f})", zorder=3 if spec else 2,
                         clip_on=False)
             _eec_axes(ax)
-            q = next(rec["rad"][k]["threshold"] for rec in cells.values() if k in rec["rad"])   # records may
-            # differ in their budgets (a transfer record evaluated at an extra one): the first that has this one
+            # a model's records may differ in their budgets (a transfer record evaluated at an extra one)
+            q = next(rec["rad"][k]["threshold"] for rec in cells.values() if k in rec["rad"])
             ax.set_title(f"{name}: {NORM_TITLES[norm]}, RAD {k}% (q={q:.2f})", fontsize=9)
             ax.set_xlabel("fraction of full-network cost", fontsize=8)
             if c == 0:
