@@ -350,14 +350,16 @@ def ceiling_note(rec: Optional[Dict[str, Any]], rad: str) -> Optional[str]:
     counts, clean_counts, eff = attacked.get("exit_counts"), clean.get("exit_counts"), clean.get("efficacy")
     if v is None or v >= 0.9 or len(costs) < 2 or not counts or not clean_counts or not eff:
         return None
-    floor = (1 - costs[-2]) / 2
+    from ..metrics.efficacy import efficacy
+    floor = efficacy([0] * (len(costs) - 1) + [1], costs)   # every input at the final exit: (1 - c_{K-1}) / 2
     most = (eff - floor) / eff
-    return (f"{rec.get('label') or rec.get('cell')} sends {counts[-1] / sum(counts) * 100:.1f}% of the inputs to the final "
+    name = rec.get("label") or rec.get("cell")
+    return (f"{name} sends {counts[-1] / sum(counts) * 100:.1f}% of the inputs to the final "
             f"exit (clean: {clean_counts[-1] / sum(clean_counts) * 100:.1f}%). An input answered there still leaves "
             f"efficacy (1 - c_{{K-1}}) / 2 = {floor:.3f}, as the last internal exit costs {costs[-2]:.3f} of the "
             f"network, so no attack can cut this model's efficacy by more than {most * 100:.1f}% at RAD {rad}%: "
             f"the attack reaches {v / most * 100:.0f}% of that.")
 
 
-__all__ = ["ceiling_note", "load_results", "group_by_model", "table", "render_markdown", "render_latex", "render_csv",
-           "summary_row", "summary_table", "render_summary", "training_label", "write_report", "ORDER"]
+__all__ = ["ceiling_note", "load_results", "group_by_model", "table", "render_markdown", "render_latex",
+           "render_csv", "summary_row", "summary_table", "render_summary", "training_label", "write_report", "ORDER"]
