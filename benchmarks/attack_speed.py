@@ -20,10 +20,11 @@ largest difference between the two outputs, which should be float rounding at mo
 PGD-max (its K chains stacked into one batch, against one chain after another) and UAP (DeepFool's
 candidate-class gradients from one backward, against one backward per candidate class).
 
-With `--adaptive DEFENCE` (e.g. `jpeg:quality=75`, `resize-pad:shrink=4`, `exit-cap:k=13`) it prints only the
-adaptive DeepSloth step (`adaptive-deepsloth`, docs/defences.md) against its own floor: the same bare loop of
-forward and backward to the input through the defended deployment (the transform, repeated over the attack's
-EOT draws; for a cap, the network up to the exits the attack reads). Target >= 0.85, as for the others.
+With `--adaptive DEFENCE` (e.g. `jpeg:quality=75`, `resize-pad:shrink=4`, `exit-cap:k=13`, or the folder of a
+detector `deepsloth defend` saved) it prints only the adaptive DeepSloth step (`adaptive-deepsloth`,
+docs/defences.md) against its own floor: the same bare loop of forward and backward to the input through the
+defended deployment (the transform, repeated over the attack's EOT draws; for a cap, the network up to the exits
+the attack reads; for a detector, its score too). Target >= 0.85, as for the others.
 
 With `--amp` it prints only the speed-up of crafting under bf16 autocast (`--amp bf16` on `attack`
 and `grid`, docs/method.md §3.7): the same DeepSloth step in fp32 and in bf16 on a channels-last
@@ -246,7 +247,10 @@ def adaptive_report(model, x, args, device, what) -> None:
                     out = model.forward_exits(z, max(0, d.cap - 1))
                 else:
                     out = model(z)
-                (g,) = torch.autograd.grad(sum(o.float().sum() for o in out), xi)
+                total = sum(o.float().sum() for o in out)
+                if d.detector is not None:   # the detector's score is part of the defended loss
+                    total = total + d.detector.score(z if d.detector.name == "input" else list(out)).float().sum()
+                (g,) = torch.autograd.grad(total, xi)
 
     def ours():
         atk(x)

@@ -245,3 +245,103 @@ def test_the_reading_sorts_defences_by_what_the_adaptive_attack_keeps_on_every_m
     assert "detected 40% at 5% false positives, the non-adaptive ones 100%)" in defences_reading(recs)[0]
     assert "exit-cap:k=3 15.0 points" in text and "jpeg" not in text.split("accuracy lost")[1]
     assert defences_reading(recs[:1]) == []
+
+
+# ----------------------------------------------------------------------------- the attack command's deployment
+@pytest.fixture(scope="module")
+def sdn(tmp_path_factory):
+    base = tmp_path_factory.mktemp("deployment")
+    root, model_dir, _ = synthetic_sdn(base, 24, 12, store_cost=True)
+    return {"root": root, "model": model_dir, "base": base}
+
+
+def _attack(sdn, defence, capsys, *extra):
+    out = sdn["base"] / "out"
+    rc = main(["attack", "--model", str(sdn["model"]), "--data-root", str(sdn["root"]), "--device", "cpu",
+               "--out", str(out), "--n", "12", "--steps", "2", "--attack", "adaptive-deepsloth", "--defence",
+               str(defence), *extra])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    text = text.out
+    return json.loads(text) if "--json" in extra else text
+
+
+def _context(sdn):
+    from deepsloth.experiments.context import load_context
+    return load_context(str(sdn["model"]), n=12, device="cpu", data_root=str(sdn["root"]))
+
+
+def _crafted_outputs(ctx, rec):
+    from deepsloth.experiments.results import load_result
+    return load_result(ctx, rec["crafting"]["file"]).inputs
+
+
+def test_the_attack_command_evaluates_an_adaptive_attack_on_the_transformed_deployment(sdn, capsys):
+    from deepsloth.experiments.deployment import deployment
+    rec = _attack(sdn, "bitdepth:bits=1", capsys, "--json")
+    assert rec["deployment"] == {"defence": "bitdepth:bits=1", "kind": "transform",
+                                 "thresholds": "calibrated again on its clean outputs"}
+    ctx = _context(sdn)
+    dctx = deployment(ctx, "bitdepth:bits=1")
+    x = _crafted_outputs(ctx, rec)
+    defended = dctx.outputs(x)
+    differs = False
+    for k, r in rec["rad"].items():
+        q = dctx.thresholds[k]["threshold"]
+        assert r["threshold"] == q
+        counts = torch.bincount(dctx.policy.exit_index(defended, q), minlength=ctx.num_exits).tolist()
+        assert r["attacked"]["exit_counts"] == counts   # the deployment's exits, not the bare model's
+        clean = torch.bincount(dctx.policy.exit_index(dctx.clean_outputs, q), minlength=ctx.num_exits).tolist()
+        assert r["clean"]["exit_counts"] == clean
+        q0 = ctx.thresholds[k]["threshold"]
+        differs |= clean != torch.bincount(ctx.policy.exit_index(ctx.clean_outputs, q0),
+                                           minlength=ctx.num_exits).tolist()
+    assert differs   # the fixture tells the two evaluations apart (1 bit moves this model's exits)
+    text = _attack(sdn, "bitdepth:bits=1", capsys)
+    assert "evaluated on the deployment defended by bitdepth:bits=1 (thresholds: calibrated again" in text
+
+
+def test_the_attack_command_evaluates_a_capped_deployment_with_the_bare_thresholds(sdn, capsys):
+    rec = _attack(sdn, "exit-cap:k=2", capsys, "--json")
+    assert rec["deployment"]["defence"] == "exit-cap:k=2" and rec["deployment"]["thresholds"] == "the bare model's"
+    ctx = _context(sdn)
+    for k, r in rec["rad"].items():
+        assert r["threshold"] == ctx.thresholds[k]["threshold"]
+        for side in ("clean", "attacked"):
+            assert sum(r[side]["exit_counts"][3:]) == 0 and sum(r[side]["exit_counts"]) == 12
+
+
+def test_a_saved_detector_folder_is_a_defence_and_the_record_has_its_detection(sdn, capsys, tmp_path):
+    from deepsloth.defences import fingerprint
+    from deepsloth.defences.detectors import ExitStatsDetector, StreamMonitor
+    from deepsloth.experiments.defend import exit_logits
+    ctx = _context(sdn)
+    noisy = (ctx.clean.float() / 255 + 0.3 * torch.randn(ctx.clean.shape, generator=torch.Generator().manual_seed(0)))
+    det = ExitStatsDetector().fit(exit_logits(ctx, ctx.clean), exit_logits(ctx, noisy.clamp(0, 1)))
+    for fpr in (0.05, 0.25):   # the attack's evasion term reads the 5% threshold
+        det.calibrate(det.score(exit_logits(ctx, ctx.clean)), fpr)
+    folder = det.save(tmp_path / "det")
+    d = parse_defence(str(folder))
+    assert d.kind == "detector" and d.spec == f"exit-stats@{fingerprint(det)}" and d.detector is not det
+    rec = _attack(sdn, folder, capsys, "--json")
+    dep = rec["deployment"]
+    assert dep["defence"] == d.spec and set(dep["detection"]) == set(dep["false_positive_rate"]) == {"0.05", "0.25"}
+    x = _crafted_outputs(ctx, rec)
+    assert dep["detection"]["0.25"] == det.detection_rate(det.score(exit_logits(ctx, x)), 0.25)
+    assert dep["false_positive_rate"]["0.25"] == det.false_positive_rate(det.score(exit_logits(ctx, ctx.clean)), 0.25)
+    assert all(r["threshold"] == ctx.thresholds[k]["threshold"] for k, r in rec["rad"].items())
+    mon = StreamMonitor(window=4)
+    mon.fit(torch.randint(0, ctx.num_exits, (64,), generator=torch.Generator().manual_seed(1)), ctx.num_exits)
+    with pytest.raises(DeepslothError, match="per-input detector"):
+        parse_defence(str(mon.save(tmp_path / "mon")))
+
+
+def test_an_adaptive_comparison_without_its_deployment_is_made_again(sdn, capsys):
+    """A record an earlier version evaluated on the bare model (no `deployment` block) is not read back."""
+    first = _attack(sdn, "exit-cap:k=1", capsys, "--json")
+    path = Path(first["file"])
+    old = json.loads(path.read_text())
+    del old["deployment"]
+    path.write_text(json.dumps(old))
+    again = _attack(sdn, "exit-cap:k=1", capsys, "--json")
+    assert again["deployment"]["defence"] == "exit-cap:k=1" and "deployment" in json.loads(path.read_text())

@@ -21,8 +21,9 @@ deployment instead of the bare model:
   `detector_fpr` false positives, so the attack slows inputs down while keeping them under the
   detector's threshold.
 
-The defence is part of the spec (a different id for every defence), so `grid`, `report` and `transfer`
-treat each adaptive attack like any other cell.
+The defence is part of the spec (a different id for every defence), so its results are content-named,
+resumed and reported like any other attack's, and a comparison evaluates them on the deployment the defence
+protects (`deepsloth.experiments.deployment`).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def _fpr(value: Any) -> float:
 
 
 DEFENCE = Param("defence", "the defence the attacker adapts to, e.g. jpeg:quality=75, bitdepth:bits=4, median:kernel=3, "
-                "resize-pad:shrink=4, exit-cap:k=3 or a fitted detector (docs/defences.md)", flag="--defence",
+                "resize-pad:shrink=4, exit-cap:k=3, or the folder of a detector deepsloth defend saved (docs/defences.md)",
+                flag="--defence",
                 check=_defence_text)
 EOT = Param("eot", "random transforms: draws averaged per step (expectation over transformation; default 8, 1 for "
             "deterministic defences)", flag="--eot", check=_eot)

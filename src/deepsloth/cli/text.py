@@ -18,6 +18,12 @@ def print_comparison(r: dict, what: str = "") -> None:
         c = r.get("crafting") or {}
         if c.get("seconds") is not None:
             print(f"  crafted in {c['seconds']:.1f} s" + (" (reused)" if c.get("reused") else ""))
+    dep = r.get("deployment")
+    if dep:
+        print(f"  evaluated on the deployment defended by {dep['defence']} (thresholds: {dep['thresholds']})")
+        for f, rate in (dep.get("detection") or {}).items():
+            print(f"  detector at {pct(float(f))} calibrated false positives: flags {pct(rate)} of the attacked "
+                  f"inputs, {pct(dep['false_positive_rate'][f])} of the clean ones")
     if r.get("norms"):
         print("  achieved norms (vs clean): " + "  ".join(
             f"{k} max {v['max']:.4g} mean {v['mean']:.4g}" for k, v in r["norms"].items()))

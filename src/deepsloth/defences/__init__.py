@@ -14,7 +14,8 @@ Every defence is named by one line, `<name>[:<param>=<value>,...]`:
   §6 turns the budget into an exit cap for a given model);
 * detectors (`defences.detectors`): `exit-stats` (the exit confidences and entropies a deployment
   computes anyway), `input` (a learned binary detector on the input); once fitted and registered
-  (`register`), a detector is named `<name>@<fingerprint>` so an adaptive attack can name it;
+  (`register`), a detector is named `<name>@<fingerprint>` so an adaptive attack can name it; the folder
+  of a saved one (`deepsloth defend` writes them under `<out>/<model>/detectors/`) loads and registers it;
 * `monitor:window=W`: a stream monitor on the share of inputs that reach late exits.
 
 `parse_defence` checks the name and parameters (a one-line error naming what is accepted) and
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import DeepslothError
@@ -99,6 +102,8 @@ def parse_defence(text: Any) -> Defence:
     """A `Defence` from its one-line name (or pass one through); see the module docstring."""
     if isinstance(text, Defence):
         return text
+    if isinstance(text, (str, os.PathLike)) and (Path(text) / "detector.json").is_file():
+        return _load_fitted(Path(text))
     from .transforms import TRANSFORMS, parse as parse_transform
 
     name, params = _split(text)
@@ -147,6 +152,16 @@ def parse_defence(text: Any) -> Defence:
         return Defence(_canonical(base, values), "monitor", base, values)
     known = sorted(TRANSFORMS) + list(CAPS) + list(DETECTORS) + list(MONITORS)
     raise DeepslothError(f"unknown defence {base!r}; choose from {', '.join(known)} (docs/defences.md)")
+
+
+def _load_fitted(directory: Path) -> Defence:
+    """A detector saved by `deepsloth defend` (`<out>/<model>/detectors/<name>-<fingerprint>/`), loaded
+    (JSON and safetensors, nothing unpickled) and registered."""
+    from .detectors import Detector, load_detector
+    detector = load_detector(directory)
+    if not isinstance(detector, Detector):
+        raise DeepslothError(f"{directory} holds a {detector.name}; a defence names a per-input detector")
+    return parse_defence(register(detector))
 
 
 def fingerprint(detector: Any) -> str:

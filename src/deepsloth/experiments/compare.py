@@ -64,7 +64,15 @@ def compare_outputs(ctx: Context, adv_outputs: ExitOutputs, adv_labels: torch.Te
 def compare(ctx: Context, crafted: Optional[Crafted], *, latency: Optional[LatencyModel] = None,
             label: Optional[str] = None, adv_outputs=None) -> Dict[str, Any]:
     """The comparison record for `crafted` (None: the clean inputs against themselves).
-    `adv_outputs`: the attacked inputs' all-exit outputs when already computed (sharded)."""
+    `adv_outputs`: the attacked inputs' all-exit outputs when already computed (sharded).
+
+    An attack whose spec names a defence (`adaptive-deepsloth`) is evaluated on the deployment that defence
+    protects (`experiments.deployment`), unless `ctx` already is one; the record's `deployment` says which."""
+    defence = None if crafted is None else crafted.spec.params.get("defence")
+    if defence is not None and ctx.defence is None:
+        from .deployment import deployment, reset
+        ctx, adv_outputs = deployment(ctx, defence, seed=crafted.seed or 0), None
+        reset(ctx)   # a randomised transform: the attacked pass draws as the clean one did
     lat = latency or ctx.latency_model()
     if crafted is None:
         adv_out, adv_labels = ctx.clean_outputs, ctx.labels
@@ -93,6 +101,9 @@ def compare(ctx: Context, crafted: Optional[Crafted], *, latency: Optional[Laten
                           if k in ("split", "tx_bytes", "bandwidth_bps", "rtt_s", "upload_s", "device_times",
                                    "server_times", "source", "params")},
     }
+    if ctx.defence is not None:
+        from .deployment import describe
+        rec["deployment"] = describe(ctx, None if crafted is None else crafted.inputs, adv_out)
     if crafted is not None:
         r = crafted.record
         rec["crafting"] = {k: r.get(k) for k in ("seconds", "batches", "batch_size", "craft", "craft_pool",

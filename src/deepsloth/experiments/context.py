@@ -63,6 +63,7 @@ class Context:
     batch_size: int = EVAL_BATCH    # of the evaluation forwards
     data_root: Optional[str] = None
     channels_last: bool = False     # the model's memory format
+    defence: Optional[str] = None   # the defence this deployment runs (experiments.deployment); None: bare
     _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- identity ----------------------------------------------------------------------------

@@ -44,13 +44,13 @@ from .. import __version__
 from ..attacks.registry import resolve_spec
 from ..defences import Defence, parse_defence, register
 from ..errors import DeepslothError
-from ..exits.calibrate import rad_key, select_threshold, threshold_sweep
 from ..exits.forward import as_exit_list
 from ..io import read_json, write_json
 from ..precision import resolve_amp
 from .compare import compare
 from .context import Context, load_context
 from .craft import craft
+from .deployment import deployment, reset, resolve_cap
 from .results import Crafted
 
 FORMAT = "deepsloth-defence/1"
@@ -69,53 +69,9 @@ def slug(spec: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", spec.lower()).strip("-")
 
 
-# ----------------------------------------------------------------------------- deployments
-def defended_context(ctx: Context, *, model=None, policy=None, recalibrate: bool = True) -> Context:
-    """`ctx` with the deployment's model (an input transform before the model) and/or exit policy (a cap).
-    With `recalibrate`, its thresholds are calibrated again on the defended clean outputs (not cached: they
-    belong to the defence); without, the bare model's thresholds are kept (a cap added to a deployment)."""
-    ctx.latency_model()   # measured on the bare model, shared by the defended one
-    keep = {k: v for k, v in ctx._cache.items() if k.startswith("latency") or k in ("wsha", "data")}
-    d = dataclasses.replace(ctx, model=model if model is not None else ctx.model,
-                            policy=policy if policy is not None else ctx.policy, _cache=keep)
-    _reset(d)
-    outs = d.clean_outputs
-    if not recalibrate:
-        d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
-        return d
-    d._cache["thresholds"] = _calibrate(outs, d.labels, d.rads, d.policy)
-    first = next(iter(d._cache["thresholds"].values()))
-    d._cache["calibration"] = {"n": d.n, "reference_accuracy": first["reference_accuracy"], "cached": False,
-                               "path": None}
-    return d
-
-
-def _calibrate(outputs, labels, rads, policy) -> Dict[str, Dict[str, Any]]:
-    """docs/method.md §4.2 per budget; where no threshold keeps the defended deployment within the budget (a
-    transform can make the internal classifiers much worse than the final exit), the strictest threshold of the
-    grid, marked `"qualified": false`."""
-    sweep = threshold_sweep(outputs, labels, policy)
-    ref = int((outputs.prediction[-1] == labels.to(outputs.prediction.device).long()).sum())
-    out = {}
-    for r in rads:
-        try:
-            out[rad_key(r)] = dict(select_threshold(sweep, ref, len(labels), r, policy.name), qualified=True)
-        except DeepslothError:
-            row = max(sweep, key=lambda x: x["threshold"])
-            out[rad_key(r)] = {"threshold": row["threshold"], "accuracy": row["accuracy"], "rad": float(r),
-                               "reference_accuracy": ref / max(1, len(labels)), "exit_counts": row["exit_counts"],
-                               "policy": policy.name, "qualified": False}
-    return out
-
-
-def _reset(ctx: Context) -> None:
-    reset = getattr(ctx.model, "reset", None)
-    if callable(reset):   # a randomised transform: every evaluation pass sees the same draws
-        reset()
-
-
+# ----------------------------------------------------------------------------- numbers
 def _evaluate(ctx: Context, crafted: Crafted) -> Dict[str, Any]:
-    _reset(ctx)
+    reset(ctx)
     rec = compare(ctx, crafted)
     return {"final_accuracy": rec["attacked"]["final_accuracy"],
             "rad": {k: {"efficacy": r["attacked"]["efficacy"], "efficacy_reduction": r["efficacy_reduction"],
@@ -131,25 +87,6 @@ def _clean(ctx: Context) -> Dict[str, Any]:
                         "efficacy": r["clean"]["efficacy"], "mean_cost": r["clean"]["mean_cost"],
                         "qualified": ctx.thresholds[k].get("qualified", True)}
                     for k, r in rec["rad"].items()}}
-
-
-def resolve_cap(defence: Defence, ctx: Context) -> Tuple[Defence, Dict[str, Any]]:
-    """An `exit-cap:cost=c` or `latency-cap:budget_ms=t` made concrete for the model: `exit-cap:k=K`, and how K
-    was chosen."""
-    if defence.name == "exit-cap" and "k" in defence.params:
-        return defence, {}
-    costs = list(ctx.costs.normalised)
-    if defence.name == "exit-cap":
-        c = float(defence.params["cost"])
-        below = [i for i, v in enumerate(costs[:-1]) if v <= c]
-        if not below:
-            raise DeepslothError(f"{defence.spec}: even the first exit costs {costs[0]:.3f} of the network")
-        k, why = below[-1], {"cost_limit": c, "exit_cost": costs[below[-1]]}
-    else:
-        from ..defences.caps import LatencyCap
-        cap = LatencyCap(float(defence.params["budget_ms"]), ctx.latency_model())
-        k, why = int(cap.k), {"budget_ms": float(defence.params["budget_ms"]), "exit_cost": costs[int(cap.k)]}
-    return parse_defence(f"exit-cap:k={k}"), why
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -317,8 +254,7 @@ class DefenceStudy:
         return out
 
     def _transform(self, defence: Defence, base) -> Dict[str, Any]:
-        from ..defences.transforms import Transformed
-        dctx = defended_context(self.ctx, model=Transformed(self.ctx.model, defence.transform, seed=self.seed))
+        dctx = deployment(self.ctx, defence, seed=self.seed)
         adaptive = self._adaptive(defence.spec, dctx, **({"eot": self.eot} if defence.randomized else {}))
         return {"clean": _clean(dctx),
                 "attacks": {k: {"non_adaptive": _evaluate(dctx, base[k]), "adaptive": adaptive[k][0]}
@@ -326,9 +262,8 @@ class DefenceStudy:
                 "pgd": _evaluate(dctx, base["pgd"])}
 
     def _cap(self, defence: Defence, base) -> Dict[str, Any]:
-        from ..defences.caps import ExitCap
         concrete, why = resolve_cap(defence, self.ctx)
-        dctx = defended_context(self.ctx, policy=ExitCap(concrete.cap, self.ctx.policy), recalibrate=False)
+        dctx = deployment(self.ctx, concrete)
         adaptive = self._adaptive(concrete.spec, dctx)
         return {"cap": dict(why, exit=concrete.cap, resolved=concrete.spec), "clean": _clean(dctx),
                 "attacks": {k: {"non_adaptive": _evaluate(dctx, base[k]), "adaptive": adaptive[k][0]}
@@ -450,5 +385,5 @@ def run_defences(model: str, defences: Sequence[str] = DEFAULT_DEFENCES, **kwarg
 
 
 __all__ = ["load_records", "sample_reduction", "detection_rate", "current", "STUDY_EOT", "FORMAT",
-           "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences", "defended_context", "resolve_cap",
+           "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences",
            "exit_logits", "slug"]

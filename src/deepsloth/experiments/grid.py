@@ -116,14 +116,19 @@ def run_cell(ctx: Context, spec: Optional[AttackSpec], out: Path, *, seed: int =
 
 
 def _finished(path: Path) -> Optional[Dict[str, Any]]:
-    """The comparison at `path` when it exists and is one (a damaged file is computed again)."""
+    """The comparison at `path` when it exists and is one (a damaged file is computed again, and so is an
+    adaptive attack's evaluated on the bare model by an earlier version: it has no `deployment` block)."""
     if not path.is_file():
         return None
     try:
         rec = read_json(path)
     except DeepslothError:
         return None
-    return rec if isinstance(rec, dict) and rec.get("format") == FORMAT else None
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
+        return None
+    if ((rec.get("attack") or {}).get("params") or {}).get("defence") and "deployment" not in rec:
+        return None
+    return rec
 
 
 def run_grid(ctx: Context, specs: Sequence[AttackSpec], out_dir: Union[str, Path], *, seed: int = 0,
