@@ -174,7 +174,7 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     from deepsloth.experiments.defend import load_records, run_defences
     from deepsloth.experiments.studies import defences_section
 
-    root, model_dir, _ = synthetic_sdn(tmp_path, 40, 12, store_cost=True)
+    root, model_dir, _ = synthetic_sdn(tmp_path, 40, 28, store_cost=True)   # test images 12..27: monitor traffic
     defences = ["jpeg:quality=75", "exit-cap:k=2", "exit-stats", "monitor:window=4"]
     kw = dict(n=12, out_dir=tmp_path / "out", device="cpu", data_root=str(root), fit_n=16, probe_n=6,
               rads=(50.0,), attack_options={"steps": 2, "n_images": 6})
@@ -185,6 +185,9 @@ def test_defence_study_records_and_report(tmp_path, capsys):
         if r["defence"]["kind"] == "monitor":
             m = r["monitor"]["50"]
             assert 0 <= m["false_alarm_rate"] <= 1 and 0 <= m["sample"]["max_undetected_share"] <= 1
+            # the deployment's clean traffic, test images after the evaluated ones: half to calibrate, half watched
+            assert r["monitor_fit"]["selection"] == "the 8 after the first 12 test images in stored order"
+            assert r["monitor_watch"]["selection"] == "the 8 after the first 20 test images in stored order"
         else:
             assert all(a is not None and a["attack_id"] for a in adaptive)
             assert all(a["spec"]["params"]["defence"].startswith(r["defence"]["name"]) for a in adaptive)
@@ -206,6 +209,12 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     stale.write_text(json.dumps(old))
     redone = run_defences(str(model_dir), ["exit-stats"], **kw)[1]
     assert redone["detector"]["calibration_n"] == 16 and json.loads(stale.read_text())["detector"]["calibration_n"]
+    # ... and so is a stream monitor's calibrated on training images (no monitor_fit)
+    stale = next((tmp_path / "out").rglob("defence-monitor-window-4.json"))
+    old = json.loads(stale.read_text())
+    del old["monitor_fit"]
+    stale.write_text(json.dumps(old))
+    assert run_defences(str(model_dir), ["monitor:window=4"], **kw)[1]["monitor_fit"]["split"] == "test"
     table = "\n".join(defences_section(rows))
     assert all(f"| {d}" in table for d in ["none"] + ["jpeg:quality=75", "exit-cap:k=2 (exit 2)", "exit-stats"])
     amp = rows[1]["attacks"]["sample"]["adaptive"]["rad"]["50"]["latency_amplification"]

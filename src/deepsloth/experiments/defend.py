@@ -28,7 +28,12 @@ on the clean test images. The adaptive attack against a detector searches its we
 `probe_n` test images (the smallest of `DETECTOR_WEIGHTS` whose detection rate at 5% false positives is at
 most 5%, else the one with the lowest) and then crafts every input with it. A stream monitor is evaded by
 throttling: its adaptive row is the largest attacked share the monitor misses, and the efficacy reduction at
-that share (efficacy is linear in the exit counts, so it is the share times the full reduction).
+that share (efficacy is linear in the exit counts, so it is the share times the full reduction). The monitor
+watches the deployment's own clean traffic, the test images after the first `n` (on training images, which the
+model answers more confidently, it raised alarms on clean test traffic): it is calibrated for 1% false alarms on
+one half, and its false-alarm rate is measured on streams of the other, which are also the clean part of the
+attacked streams; an attacked stream goes unnoticed while it raises no more alarms than that clean traffic does
+(and at most the 1% the monitor was set for when it raises fewer).
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ FPRS = (0.01, 0.05)
 # forward and backward of the model; the study states what it used)
 STUDY_EOT = 4
 DETECTOR_WEIGHTS = (1.0, 10.0, 100.0)
+MONITOR_RATE = 0.01   # the stream monitor's false-alarm rate on clean traffic
 ATTACKS = {"sample": "deepsloth-linf-sample", "universal": "deepsloth-linf-universal"}
 
 
@@ -90,20 +96,23 @@ def _clean(ctx: Context) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _train_context(ctx: Context, n: int, start: int = 0) -> Context:
-    """A context whose inputs are training images `start` .. `start + n - 1` in stored order (the first
-    `n`: what detectors are fitted on; the next `n`: the clean images their thresholds are set on)."""
+def _clean_context(ctx: Context, n: int, start: int = 0, split: str = "train") -> Context:
+    """A context whose inputs are clean images `start` .. `start + n - 1` of `split` in stored order. Training
+    images: the first `n` are what detectors are fitted on, the next `n` the clean images their thresholds are
+    set on. Test images after the evaluated ones: the deployment's own clean traffic a stream monitor is
+    calibrated on (a model is more confident on its training images, so traffic of those reaches late exits
+    less often than the traffic it serves)."""
     from ..data.selection import subset_dataset
     from ..exits.calibrate import data_sha256
 
-    pool = ctx.train_pool()
+    pool = ctx.train_pool() if split == "train" else ctx._full_test()
     if start + 1 > len(pool):
-        raise DeepslothError(f"the training split has {len(pool)} images; detectors need more than {start}")
+        raise DeepslothError(f"the {split} split has {len(pool)} images; this needs more than {start}")
     chosen = subset_dataset(pool, indices=torch.arange(start, min(start + n, len(pool))))
     d = dataclasses.replace(ctx, test=chosen, _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
     which = f"the first {len(chosen)}" if start == 0 else f"the {len(chosen)} after the first {start}"
-    d._cache["data"] = {"dataset": ctx.dataset, "split": "train", "kind": ctx.data_kind, "n": len(chosen),
-                        "selection": f"{which} training images in stored order",
+    d._cache["data"] = {"dataset": ctx.dataset, "split": split, "kind": ctx.data_kind, "n": len(chosen),
+                        "selection": f"{which} {split} images in stored order",
                         "source": chosen.source, "sha256": data_sha256(chosen.images, chosen.labels)}
     d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
     return d
@@ -139,7 +148,10 @@ def _exit_indices(ctx: Context, x: Optional[torch.Tensor], rad: str) -> torch.Te
 
 def current(rec: Dict[str, Any]) -> bool:
     """False for a detector record made before thresholds were set on held-out clean images (no
-    `calibration_n`): its false-positive rates are too low to compare with the others."""
+    `calibration_n`): its false-positive rates are too low to compare with the others; and for a stream
+    monitor's calibrated on training images (no `monitor_fit`): it raised alarms on clean test traffic."""
+    if "monitor" in rec and "monitor_fit" not in rec:
+        return False
     return "detector" not in rec or "calibration_n" in (rec.get("detector") or {})
 
 
@@ -201,7 +213,7 @@ class DefenceStudy:
     @property
     def train_ctx(self) -> Context:
         if "train" not in self._cache:
-            self._cache["train"] = _train_context(self.ctx, self.fit_n)
+            self._cache["train"] = _clean_context(self.ctx, self.fit_n)
         return self._cache["train"]
 
     # -- one record
@@ -287,7 +299,7 @@ class DefenceStudy:
         else:
             det = ExitStatsDetector()
             det.fit(exit_logits(tctx, tctx.clean), exit_logits(tctx, train_adv.inputs), seed=self.seed)
-        held_out = _train_context(ctx, self.fit_n, start=len(tctx.test))
+        held_out = _clean_context(ctx, self.fit_n, start=len(tctx.test))
         clean_held_out = scores(det, None, held_out)
         for fpr in FPRS:
             det.calibrate(clean_held_out, fpr)
@@ -325,25 +337,35 @@ class DefenceStudy:
 
     def _monitor(self, defence: Defence, base) -> Dict[str, Any]:
         from ..defences.detectors import StreamMonitor
-        ctx, tctx = self.ctx, self.train_ctx
+        ctx, window = self.ctx, int(defence.params["window"])
+        # the deployment's clean traffic, test images after the evaluated ones: one half calibrates the monitor,
+        # the other is the clean traffic it watches (false alarms, and the clean part of attacked streams)
+        rest = len(ctx._full_test()) - ctx.n
+        fit = _clean_context(ctx, rest // 2, start=ctx.n, split="test")
+        watch = _clean_context(ctx, rest - rest // 2, start=ctx.n + rest // 2, split="test")
+        if min(fit.n, watch.n) < window:
+            raise DeepslothError(f"the monitor needs two windows of {window} clean test images after the first "
+                                 f"{ctx.n}; the test split has {rest} of them")
         per_rad = {}
         for rad in (f"{r:g}" for r in ctx.rads):
             key = next(k for k in ctx.thresholds if float(k) == float(rad))
-            mon = StreamMonitor(window=int(defence.params["window"]))
-            mon.fit(_exit_indices(tctx, None, key), ctx.num_exits, false_alarm_rate=0.01, seed=self.seed)
-            clean_idx = _exit_indices(ctx, None, key)
-            row = {"late_from": mon.late_from, "threshold": mon.threshold,
-                   "false_alarm_rate": mon.false_alarm_rate(clean_idx, seed=self.seed + 1)}
+            mon = StreamMonitor(window=window)
+            mon.fit(_exit_indices(fit, None, key), ctx.num_exits, false_alarm_rate=MONITOR_RATE, seed=self.seed)
+            clean_idx = _exit_indices(watch, None, key)
+            far = mon.false_alarm_rate(clean_idx, seed=self.seed + 1)
+            row = {"late_from": mon.late_from, "threshold": mon.threshold, "false_alarm_rate": far}
             for k in ATTACKS:
                 adv_idx = _exit_indices(ctx, base[k].inputs, key)
-                share = mon.max_undetected_share(clean_idx, adv_idx, seed=self.seed + 1)
+                # unnoticed: no more alarms than the clean traffic raises (at least the rate it was set for)
+                share = mon.max_undetected_share(clean_idx, adv_idx, max(MONITOR_RATE, far), seed=self.seed + 1)
                 full = _evaluate(ctx, base[k])["rad"][key]["efficacy_reduction"]
                 row[k] = {"alarm_rate": mon.detection(clean_idx, adv_idx, 1.0, seed=self.seed + 1),
                           "max_undetected_share": share,
                           "throttled_efficacy_reduction": None if full is None else share * full}
             per_rad[key] = row
         attacks = {k: {"non_adaptive": _evaluate(ctx, base[k])} for k in ATTACKS}
-        return {"monitor": per_rad, "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}
+        return {"monitor": per_rad, "monitor_fit": fit.data_record(), "monitor_watch": watch.data_record(),
+                "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}
 
 
 def load_records(folder: Path | str) -> List[Dict[str, Any]]:

@@ -620,6 +620,15 @@ def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]
                              f"{_dpct(r['detector']['false_positive_rate'].get('0.05'))} (adaptive weight "
                              f"{r['detector'].get('weight'):g})" for r in fp) + ".")
             lines.append("")
+        mon = [r for r in rows if r.get("monitor_watch")]
+        if mon:
+            lines.append("Stream monitors' false-alarm rates on clean test traffic (calibrated for 1% on other clean "
+                         "test images): " + "; ".join(
+                             f"{r['defence']['spec']} " + ", ".join(
+                                 f"{_dpct(m.get('false_alarm_rate'))} at RAD {k}%"
+                                 for k, m in sorted(r["monitor"].items(), key=lambda kv: float(kv[0])))
+                             for r in mon) + ".")
+            lines.append("")
     lines += defences_reading(records)
     if figure:
         lines += [f"![efficacy reduction per defence, non-adaptive vs adaptive]({figure})", ""]
