@@ -194,7 +194,9 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     cap = rows[2]
     assert cap["cap"]["exit"] == 2 and cap["clean"]["rad"]["50"]["qualified"] in (True, False)
     det = rows[3]
-    assert det["detector"]["fit_n"] == det["detector"]["calibration_n"] == 16   # thresholds from held-out images
+    assert det["detector"]["fit_n"] == 16   # thresholds from the clean traffic's first half, rates on its second
+    assert det["detector"]["calibration"]["selection"] == "the 8 after the first 12 test images in stored order"
+    assert det["detector"]["held_out"]["selection"] == "the 8 after the first 20 test images in stored order"
     for side in ("non_adaptive", "adaptive"):
         assert set(det["attacks"]["sample"][side]["detection"]) == {"0.01", "0.05"}
         assert all(0 <= v <= 1 for v in det["attacks"]["sample"][side]["detection"].values())
@@ -202,13 +204,15 @@ def test_defence_study_records_and_report(tmp_path, capsys):
     again = run_defences(str(model_dir), defences, **kw)
     assert [r["created"] for r in again] == [r["created"] for r in rows]
     assert len(load_records(tmp_path / "out")) == len(rows)
-    # a detector record whose thresholds were set on its own training images (no calibration_n) is made again
+    # a detector record whose thresholds were set on training images (no calibration of clean traffic) is made
+    # again
     stale = next((tmp_path / "out").rglob("defence-exit-stats.json"))
     old = json.loads(stale.read_text())
-    del old["detector"]["calibration_n"]
+    del old["detector"]["calibration"]
     stale.write_text(json.dumps(old))
     redone = run_defences(str(model_dir), ["exit-stats"], **kw)[1]
-    assert redone["detector"]["calibration_n"] == 16 and json.loads(stale.read_text())["detector"]["calibration_n"]
+    assert redone["detector"]["calibration"]["split"] == "test"
+    assert json.loads(stale.read_text())["detector"]["calibration"]["n"] == 8
     # ... and so is a stream monitor's calibrated on training images (no monitor_fit)
     stale = next((tmp_path / "out").rglob("defence-monitor-window-4.json"))
     old = json.loads(stale.read_text())

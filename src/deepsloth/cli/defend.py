@@ -46,8 +46,8 @@ def register(sub) -> None:
     p.add_argument("--rad", type=rad_value, nargs="+", default=[5.0, 15.0], metavar="R",
                    help="relative accuracy drop budgets in percent (default: 5 15)")
     p.add_argument("--fit-n", type=positive_int, default=500,
-                   help="detectors: training images (and their attacked versions) they are fitted on; as many "
-                        "further clean ones set their thresholds (500)")
+                   help="detectors: training images (and their attacked versions) they are fitted on; their "
+                        "thresholds are set on clean test images after the first N (500)")
     p.add_argument("--probe-n", type=positive_int, default=100,
                    help="detectors: test images the adaptive attack's weight is searched on (100)")
     p.add_argument("--eot", type=positive_int, default=STUDY_EOT,

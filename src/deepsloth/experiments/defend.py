@@ -21,19 +21,19 @@ finished one is skipped on a rerun):
 * PGD: the final-exit accuracy of the defended deployment on the undefended PGD inputs.
 
 A randomised transform's adaptive attack averages `eot` draws per step (4 by default; the attack's own default
-is 8). Detectors are fitted on `fit_n` training images and their per-sample DeepSloth versions (crafted like the
-test ones), their thresholds calibrated on the next `fit_n` clean training images (held out from the fit:
-a detector's scores on its own training images are over-confident), and their false-positive rates measured
-on the clean test images. The adaptive attack against a detector searches its weight on the first
-`probe_n` test images (the smallest of `DETECTOR_WEIGHTS` whose detection rate at 5% false positives is at
-most 5%, else the one with the lowest) and then crafts every input with it. A stream monitor is evaded by
-throttling: its adaptive row is the largest attacked share the monitor misses, and the efficacy reduction at
-that share (efficacy is linear in the exit counts, so it is the share times the full reduction). The monitor
-watches the deployment's own clean traffic, the test images after the first `n` (on training images, which the
-model answers more confidently, it raised alarms on clean test traffic): it is calibrated for 1% false alarms on
-one half, and its false-alarm rate is measured on streams of the other, which are also the clean part of the
-attacked streams; an attacked stream goes unnoticed while it raises no more alarms than that clean traffic does
-(and at most the 1% the monitor was set for when it raises fewer).
+is 8). Detectors and the stream monitor are set on the deployment's own clean traffic, the test images after the
+first `n`, in two halves (`DefenceStudy.traffic`): a model answers its training images more confidently than the
+traffic it serves, so thresholds set on training images raised more false alarms on test images than they were
+set for. Detectors are fitted on `fit_n` training images and their per-sample DeepSloth versions (crafted like
+the test ones); their thresholds for 1% and 5% false positives are set on the first half of that traffic and
+their false-positive rates measured on the second. The adaptive attack against a detector searches its weight
+on the first `probe_n` test images (the smallest of `DETECTOR_WEIGHTS` whose detection rate at 5% false
+positives is at most 5%, else the one with the lowest) and then crafts every input with it. A stream monitor is
+calibrated for 1% false alarms on the first half, its false-alarm rate is measured on streams of the second,
+which also make up the clean part of attacked streams, and it is evaded by throttling: its adaptive row is the
+largest attacked share (on a grid of 5%) whose streams raise no more alarms than the clean ones do (or than 1%,
+when those raise fewer), and the efficacy reduction at that share (efficacy is linear in the exit counts, so it
+is the share times the full reduction).
 """
 from __future__ import annotations
 
@@ -147,12 +147,12 @@ def _exit_indices(ctx: Context, x: Optional[torch.Tensor], rad: str) -> torch.Te
 
 
 def current(rec: Dict[str, Any]) -> bool:
-    """False for a detector record made before thresholds were set on held-out clean images (no
-    `calibration_n`): its false-positive rates are too low to compare with the others; and for a stream
-    monitor's calibrated on training images (no `monitor_fit`): it raised alarms on clean test traffic."""
+    """False for a detector or stream monitor record calibrated on training images (no `calibration` /
+    `monitor_fit` of clean test traffic): a model answers its training images more confidently, so their
+    false-alarm rates on the traffic it serves were above the rates they were set for."""
     if "monitor" in rec and "monitor_fit" not in rec:
         return False
-    return "detector" not in rec or "calibration_n" in (rec.get("detector") or {})
+    return "detector" not in rec or "calibration" in (rec.get("detector") or {})
 
 
 def sample_reduction(rec: Dict[str, Any], rad: str, side: str) -> Optional[float]:
@@ -215,6 +215,20 @@ class DefenceStudy:
         if "train" not in self._cache:
             self._cache["train"] = _clean_context(self.ctx, self.fit_n)
         return self._cache["train"]
+
+    def traffic(self, window: int = 1) -> Tuple[Context, Context]:
+        """The deployment's own clean traffic, the test images after the evaluated ones, in two halves: one
+        sets detector thresholds and calibrates the stream monitor, the other measures their false alarms
+        (and makes up the clean part of a monitor's attacked streams). Each half holds at least `window`."""
+        ctx = self.ctx
+        rest = len(ctx._full_test()) - ctx.n
+        if rest // 2 < window:
+            raise DeepslothError(f"detectors and monitors are calibrated on the clean test images after the first "
+                                 f"{ctx.n}, in two halves of at least {window}; the test split has {rest} of them")
+        if "traffic" not in self._cache:
+            self._cache["traffic"] = (_clean_context(ctx, rest // 2, start=ctx.n, split="test"),
+                                      _clean_context(ctx, rest - rest // 2, start=ctx.n + rest // 2, split="test"))
+        return self._cache["traffic"]
 
     # -- one record
     def path(self, text: str) -> Path:
@@ -299,13 +313,13 @@ class DefenceStudy:
         else:
             det = ExitStatsDetector()
             det.fit(exit_logits(tctx, tctx.clean), exit_logits(tctx, train_adv.inputs), seed=self.seed)
-        held_out = _clean_context(ctx, self.fit_n, start=len(tctx.test))
-        clean_held_out = scores(det, None, held_out)
+        calib, watch = self.traffic()
+        clean_calib = scores(det, None, calib)
         for fpr in FPRS:
-            det.calibrate(clean_held_out, fpr)
+            det.calibrate(clean_calib, fpr)
         name = register(det)
         det.save(self.out / "detectors" / name.replace("@", "-"))
-        clean_test = scores(det, None)
+        clean_watch = scores(det, None, watch)
 
         def detection(x: torch.Tensor) -> Dict[str, float]:
             s = scores(det, x)
@@ -329,23 +343,16 @@ class DefenceStudy:
             na = dict(_evaluate(ctx, base[k]), detection=detection(base[k].inputs))
             ad = dict(adaptive[k][0], detection=detection(adaptive[k][1].inputs))
             attacks[k] = {"non_adaptive": na, "adaptive": ad}
-        return {"detector": {"name": name, "fit_n": len(tctx.test), "calibration_n": len(held_out.test),
-                             "describe": det.describe(),
-                             "false_positive_rate": {f"{f:g}": det.false_positive_rate(clean_test, f) for f in FPRS},
+        return {"detector": {"name": name, "fit_n": len(tctx.test), "calibration": calib.data_record(),
+                             "held_out": watch.data_record(), "describe": det.describe(),
+                             "false_positive_rate": {f"{f:g}": det.false_positive_rate(clean_watch, f) for f in FPRS},
                              "weight": weight, "weight_search": search},
                 "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}
 
     def _monitor(self, defence: Defence, base) -> Dict[str, Any]:
         from ..defences.detectors import StreamMonitor
         ctx, window = self.ctx, int(defence.params["window"])
-        # the deployment's clean traffic, test images after the evaluated ones: one half calibrates the monitor,
-        # the other is the clean traffic it watches (false alarms, and the clean part of attacked streams)
-        rest = len(ctx._full_test()) - ctx.n
-        fit = _clean_context(ctx, rest // 2, start=ctx.n, split="test")
-        watch = _clean_context(ctx, rest - rest // 2, start=ctx.n + rest // 2, split="test")
-        if min(fit.n, watch.n) < window:
-            raise DeepslothError(f"the monitor needs two windows of {window} clean test images after the first "
-                                 f"{ctx.n}; the test split has {rest} of them")
+        fit, watch = self.traffic(window)
         per_rad = {}
         for rad in (f"{r:g}" for r in ctx.rads):
             key = next(k for k in ctx.thresholds if float(k) == float(rad))

@@ -614,8 +614,8 @@ def defences_section(records: Sequence[Record], text: Optional[Mapping[str, str]
             lines.append("")
         fp = [r for r in rows if (r.get("detector") or {}).get("false_positive_rate")]
         if fp:
-            lines.append("Detectors' false-positive rates on the clean test images (calibrated for 1% / 5% on "
-                         "held-out clean training images): " + "; ".join(
+            lines.append("Detectors' false-positive rates on clean test traffic (thresholds set for 1% / 5% on other "
+                         "clean test images): " + "; ".join(
                              f"{r['defence']['spec']} {_dpct(r['detector']['false_positive_rate'].get('0.01'))} / "
                              f"{_dpct(r['detector']['false_positive_rate'].get('0.05'))} (adaptive weight "
                              f"{r['detector'].get('weight'):g})" for r in fp) + ".")
