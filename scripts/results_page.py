@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -39,8 +38,35 @@ from deepsloth.experiments.zoo import PAPER_VGG16BN_SWEEP  # noqa: E402
 from deepsloth.precision import native_bf16  # noqa: E402
 
 
+def portable(obj):
+    """A record without the paths of the machine that made it: an absolute `path` or `file` becomes the zoo
+    model's folder inside the package (`deepsloth/zoo/<name>`) or the file's own name."""
+    if isinstance(obj, list):
+        return [portable(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for k, v in obj.items():
+        if k in ("path", "file") and isinstance(v, str) and v.startswith("/"):
+            parts = Path(v).parts
+            zoo = [i for i in range(1, len(parts) - 1) if parts[i - 1:i + 1] == ("deepsloth", "zoo")]
+            v = "/".join(parts[zoo[-1] - 1:]) if zoo else parts[-1]
+        out[k] = portable(v)
+    return out
+
+
+def copy_record(src: Path, dest: Path) -> bool:
+    """Write `src`'s record to `dest` in portable form; whether `dest` changed."""
+    text = json.dumps(portable(json.loads(src.read_text())), indent=2) + "\n"
+    if dest.is_file() and dest.read_text() == text:
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+    return True
+
+
 def collect(run_dir: Path, into: str = "grid") -> int:
-    """Copy comparison records (not the crafted tensors) from a run folder into docs/results/<into>, leaving
+    """Copy comparison records (not the crafted tensors; `portable`) from a run folder into docs/results/<into>, leaving
     out records made on a zoo model's earlier weights (a run folder keeps them; --prune-stale would only
     delete them again)."""
     n = 0
@@ -48,11 +74,7 @@ def collect(run_dir: Path, into: str = "grid") -> int:
         if is_stale(rec):
             continue
         src = Path(rec["_file"])
-        dest = RESULTS / into / src.relative_to(run_dir)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not dest.exists() or dest.read_bytes() != src.read_bytes():
-            shutil.copyfile(src, dest)
-            n += 1
+        n += copy_record(src, RESULTS / into / src.relative_to(run_dir))
     return n
 
 
@@ -64,11 +86,7 @@ def collect_defend(run_dir: Path) -> int:
     for src in sorted(Path(run_dir).rglob("defence-*.json")):
         if "adversarial" in src.parts or not load_records(src):
             continue
-        dest = RESULTS / "defend" / src.relative_to(run_dir)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not dest.exists() or dest.read_bytes() != src.read_bytes():
-            shutil.copyfile(src, dest)
-            n += 1
+        n += copy_record(src, RESULTS / "defend" / src.relative_to(run_dir))
     return n
 
 

@@ -189,3 +189,22 @@ def test_every_queue_step_the_page_can_ask_for_is_defined_in_the_queue_script(mo
         assert not any(c.startswith(("deepsloth-l1-u", "deepsloth-l2-u", "deepsloth-l1-c", "deepsloth-l2-c"))
                        for c in cells)
     assert page.planned_cells("resnet56_sdn_cifar10") == page.QUEUE_ORDER
+
+
+def test_collected_records_carry_no_machine_paths(tmp_path):
+    page = _page()
+    rec = {"model": {"name": "m", "path": "/home/me/x/src/deepsloth/zoo/resnet56_sdn_cifar10"},
+           "calibration": {"file": "/root/.cache/deepsloth/thresholds/ab12.json"},
+           "transfer": {"surrogate": {"path": "/data/runs/at/mobilenet-ic"}},
+           "crafting": {"file": "runs/grid/m/adversarial/x.safetensors"}, "rows": [{"path": "/a/b/c.json"}]}
+    src, dest = tmp_path / "a.json", tmp_path / "out" / "a.json"
+    src.write_text(json.dumps(rec))
+    assert page.copy_record(src, dest) and not page.copy_record(src, dest)   # unchanged: not written again
+    out = json.loads(dest.read_text())
+    assert out["model"]["path"] == "deepsloth/zoo/resnet56_sdn_cifar10"
+    assert out["calibration"]["file"] == "ab12.json" and out["transfer"]["surrogate"]["path"] == "mobilenet-ic"
+    assert out["crafting"]["file"] == rec["crafting"]["file"] and out["rows"] == [{"path": "c.json"}]
+    # and every record on the results page is in that form
+    for f in (ROOT / "docs" / "results").rglob("*.json"):
+        text = f.read_text()
+        assert '"path": "/' not in text and '"file": "/' not in text, f
