@@ -112,7 +112,7 @@ def _clean_context(ctx: Context, n: int, start: int = 0, split: str = "train") -
     d = dataclasses.replace(ctx, test=chosen, _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
     which = f"the first {len(chosen)}" if start == 0 else f"the {len(chosen)} after the first {start}"
     d._cache["data"] = {"dataset": ctx.dataset, "split": split, "kind": ctx.data_kind, "n": len(chosen),
-                        "selection": f"{which} {split} images in stored order",
+                        "selection": f"{which} {'training' if split == 'train' else split} images in stored order",
                         "source": chosen.source, "sha256": data_sha256(chosen.images, chosen.labels)}
     d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
     return d
