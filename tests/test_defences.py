@@ -327,7 +327,7 @@ def test_the_attack_command_evaluates_a_capped_deployment_with_the_bare_threshol
 def test_a_saved_detector_folder_is_a_defence_and_the_record_has_its_detection(sdn, capsys, tmp_path):
     from deepsloth.defences import fingerprint
     from deepsloth.defences.detectors import ExitStatsDetector, StreamMonitor
-    from deepsloth.experiments.defend import exit_logits
+    from deepsloth.experiments.deployment import exit_logits
     ctx = _context(sdn)
     noisy = (ctx.clean.float() / 255 + 0.3 * torch.randn(ctx.clean.shape, generator=torch.Generator().manual_seed(0)))
     det = ExitStatsDetector().fit(exit_logits(ctx, ctx.clean), exit_logits(ctx, noisy.clamp(0, 1)))

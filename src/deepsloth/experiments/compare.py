@@ -103,7 +103,7 @@ def compare(ctx: Context, crafted: Optional[Crafted], *, latency: Optional[Laten
     }
     if ctx.defence is not None:
         from .deployment import describe
-        rec["deployment"] = describe(ctx, None if crafted is None else crafted.inputs, adv_out)
+        rec["deployment"] = describe(ctx, None if crafted is None else crafted.inputs)
     if crafted is not None:
         r = crafted.record
         rec["crafting"] = {k: r.get(k) for k in ("seconds", "batches", "batch_size", "craft", "craft_pool",

@@ -49,13 +49,12 @@ from .. import __version__
 from ..attacks.registry import resolve_spec
 from ..defences import Defence, parse_defence, register
 from ..errors import DeepslothError
-from ..exits.forward import as_exit_list
 from ..io import read_json, write_json
 from ..precision import resolve_amp
 from .compare import compare
 from .context import Context, load_context
 from .craft import craft
-from .deployment import deployment, reset, resolve_cap
+from .deployment import deployment, detector_scores, exit_logits, reset, resolve_cap
 from .results import Crafted
 
 FORMAT = "deepsloth-defence/1"
@@ -123,22 +122,6 @@ def _probe_context(ctx: Context, n: int) -> Context:
                             _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
     d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
     return d
-
-
-@torch.no_grad()
-def exit_logits(ctx: Context, x: torch.Tensor) -> List[torch.Tensor]:
-    """Every exit's logits of `x` ([N,3,H,W] in [0, 1] or uint8) on the context's model, in batches (CPU)."""
-    parts: List[List[torch.Tensor]] = []
-    was = ctx.model.training
-    ctx.model.eval()
-    try:
-        for s in range(0, len(x), ctx.batch_size):
-            xb = x[s:s + ctx.batch_size].to(ctx.device)
-            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
-            parts.append([z.float().cpu() for z in as_exit_list(ctx.model(xb))])
-    finally:
-        ctx.model.train(was)
-    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
 def _exit_indices(ctx: Context, x: Optional[torch.Tensor], rad: str) -> torch.Tensor:
@@ -303,9 +286,7 @@ class DefenceStudy:
         on_input = defence.name == "input"
 
         def scores(det, x: Optional[torch.Tensor], c: Context = ctx) -> torch.Tensor:
-            x = c.clean if x is None else x
-            with torch.no_grad():
-                return (det.score(x.to(ctx.device)) if on_input else det.score(exit_logits(c, x))).cpu()
+            return detector_scores(c, det, x)
 
         if on_input:
             det = InputDetector(seed=self.seed)
@@ -415,4 +396,4 @@ def run_defences(model: str, defences: Sequence[str] = DEFAULT_DEFENCES, **kwarg
 
 __all__ = ["load_records", "sample_reduction", "detection_rate", "current", "STUDY_EOT", "FORMAT",
            "DEFAULT_DEFENCES", "FPRS", "DefenceStudy", "run_defences",
-           "exit_logits", "slug"]
+           "slug"]

@@ -20,13 +20,14 @@ does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from ..defences import Defence, parse_defence
 from ..errors import DeepslothError
 from ..exits.calibrate import rad_key, select_threshold, threshold_sweep
+from ..exits.forward import as_exit_list
 from .context import Context
 
 
@@ -115,26 +116,35 @@ def deployment(ctx: Context, defence: Any, *, seed: int = 0) -> Context:
 
 
 @torch.no_grad()
-def detector_scores(ctx: Context, detector: Any, x: Optional[torch.Tensor] = None, outputs=None) -> torch.Tensor:
-    """A fitted detector's scores [N] (CPU) of `x` (default: the context's clean inputs): an exit-statistics
-    detector reads the exit outputs (`outputs` when already computed), an input detector the inputs."""
-    if getattr(detector, "name", None) == "exit-stats":
-        if outputs is None:
-            outputs = ctx.clean_outputs if x is None else ctx.outputs(x, desc="detector forward")
-        return detector.score_outputs(outputs).float().cpu()
+def exit_logits(ctx: Context, x: torch.Tensor) -> List[torch.Tensor]:
+    """Every exit's logits of `x` ([N,3,H,W] in [0, 1] or uint8) on the context's model, in batches (CPU)."""
+    parts: List[List[torch.Tensor]] = []
+    was = ctx.model.training
+    ctx.model.eval()
+    try:
+        for s in range(0, len(x), ctx.batch_size):
+            xb = x[s:s + ctx.batch_size].to(ctx.device)
+            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+            parts.append([z.float().cpu() for z in as_exit_list(ctx.model(xb))])
+    finally:
+        ctx.model.train(was)
+    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+@torch.no_grad()
+def detector_scores(ctx: Context, detector: Any, x: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A fitted detector's scores [N] (CPU) of `x` (default: the context's clean inputs): an input detector
+    reads the inputs, an exit-statistics detector every exit's logits of them on the context's model."""
     x = ctx.clean if x is None else x
-    parts = []
-    for s in range(0, len(x), ctx.batch_size):
-        xb = x[s:s + ctx.batch_size].to(ctx.device)
-        parts.append(detector.score(xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()).float().cpu())
-    return torch.cat(parts)
+    if getattr(detector, "name", None) == "input":
+        return detector.score(x.to(ctx.device)).cpu()
+    return detector.score(exit_logits(ctx, x)).cpu()
 
 
-def describe(ctx: Context, adv_inputs: Optional[torch.Tensor] = None, adv_outputs=None) -> Dict[str, Any]:
+def describe(ctx: Context, adv_inputs: Optional[torch.Tensor] = None) -> Dict[str, Any]:
     """What a comparison record says of a defended deployment: the defence, where its thresholds come from, and
     for a detector, at each false-positive rate it was calibrated for, the share of the context's clean inputs it
-    flags (its false positives here) and of the attacked inputs `adv_inputs` (their exit outputs `adv_outputs`
-    when already computed)."""
+    flags (its false positives here) and of the attacked inputs `adv_inputs`."""
     d = parse_defence(ctx.defence)
     out: Dict[str, Any] = {"defence": d.spec, "kind": d.kind,
                            "thresholds": "calibrated again on its clean outputs" if d.kind == "transform"
@@ -144,9 +154,9 @@ def describe(ctx: Context, adv_inputs: Optional[torch.Tensor] = None, adv_output
         clean = detector_scores(ctx, det)
         out["false_positive_rate"] = {f"{f:g}": det.false_positive_rate(clean, f) for f in fprs}
         if adv_inputs is not None:
-            attacked = detector_scores(ctx, det, adv_inputs, adv_outputs)
+            attacked = detector_scores(ctx, det, adv_inputs)
             out["detection"] = {f"{f:g}": det.detection_rate(attacked, f) for f in fprs}
     return out
 
 
-__all__ = ["deployment", "defended_context", "resolve_cap", "reset", "detector_scores", "describe"]
+__all__ = ["deployment", "defended_context", "resolve_cap", "reset", "exit_logits", "detector_scores", "describe"]
