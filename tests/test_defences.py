@@ -324,6 +324,17 @@ def test_the_attack_command_evaluates_a_capped_deployment_with_the_bare_threshol
             assert sum(r[side]["exit_counts"][3:]) == 0 and sum(r[side]["exit_counts"]) == 12
 
 
+def test_the_attack_command_makes_a_cost_cap_concrete_for_the_model(sdn, capsys):
+    from deepsloth.experiments.deployment import resolve_cap
+    ctx = _context(sdn)
+    concrete, why = resolve_cap(parse_defence("exit-cap:cost=0.5"), ctx)
+    assert why["exit_cost"] <= 0.5 < ctx.costs.normalised[concrete.cap + 1]
+    rec = _attack(sdn, "exit-cap:cost=0.5", capsys, "--json")
+    assert rec["attack"]["params"]["defence"] == rec["deployment"]["defence"] == concrete.spec
+    for r in rec["rad"].values():
+        assert sum(r["attacked"]["exit_counts"][concrete.cap + 1:]) == 0
+
+
 def test_a_saved_detector_folder_is_a_defence_and_the_record_has_its_detection(sdn, capsys, tmp_path):
     from deepsloth.defences import fingerprint
     from deepsloth.defences.detectors import ExitStatsDetector, StreamMonitor

@@ -57,7 +57,8 @@ def _fpr(value: Any) -> float:
 
 
 DEFENCE = Param("defence", "the defence the attacker adapts to, e.g. jpeg:quality=75, bitdepth:bits=4, median:kernel=3, "
-                "resize-pad:shrink=4, exit-cap:k=3, or the folder of a detector deepsloth defend saved (docs/defences.md)",
+                "resize-pad:shrink=4, exit-cap:k=3 (deepsloth attack also takes exit-cap:cost=c and latency-cap:budget_ms=t), "
+                "or the folder of a detector deepsloth defend saved (docs/defences.md)",
                 flag="--defence",
                 check=_defence_text)
 EOT = Param("eot", "random transforms: draws averaged per step (expectation over transformation; default 8, 1 for "

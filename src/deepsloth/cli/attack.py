@@ -54,11 +54,22 @@ def run(args) -> int:
     from ..experiments.craft import crafting_batch
     from ..experiments.grid import model_dir, run_cell
 
+    opts = spec_options(args)
+    ctx = None
+    if opts.get("defence") is not None:
+        from ..defences import parse_defence
+        cap = parse_defence(opts["defence"])
+        if cap.kind == "cap" and cap.cap is None:   # a cost or latency cap: the exit it stops at, for this model
+            from ..experiments.deployment import resolve_cap
+            dist = dist_from(args)
+            ctx = context_from(args, device=dist.device)
+            opts["defence"] = resolve_cap(cap, ctx)[0].spec
     spec = resolve_spec(args.attack, norm=args.norm, scope=args.scope, dataset=model_dataset(args.model),
-                        device=args.device, **spec_options(args))
+                        device=args.device, **opts)
     out = writable_dir(args.out)
-    dist = dist_from(args)   # under torchrun: batches split across ranks, rank 0 writes and prints
-    ctx = context_from(args, device=dist.device)
+    if ctx is None:
+        dist = dist_from(args)   # under torchrun: batches split across ranks, rank 0 writes and prints
+        ctx = context_from(args, device=dist.device)
     folder = model_dir(out, ctx)
     batch = args.batch_size
     if batch is None and dist.active:   # the ranks split the batches: every rank takes rank 0's layout
