@@ -137,6 +137,7 @@ def test_transformed_keeps_the_multi_exit_contract(model):
     ("bogus", "unknown defence 'bogus'"), ("jpeg:quality=0", "quality"), ("exit-cap", "exactly one of k"),
     ("exit-cap:k=1,cost=0.5", "exactly one of k"), ("latency-cap", "positive budget"), ("monitor:window=1", "window"),
     ("exit-stats@0123456789ab", "no fitted detector"), ("median:size=3", "size"),
+    ("x" * 5000, "unknown defence"), ("a\x00b", "unknown defence"),   # not paths this system can name
 ])
 def test_bad_defences_are_one_line_errors(text, message):
     with pytest.raises(DeepslothError, match=message) as err:

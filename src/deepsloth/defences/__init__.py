@@ -102,7 +102,7 @@ def parse_defence(text: Any) -> Defence:
     """A `Defence` from its one-line name (or pass one through); see the module docstring."""
     if isinstance(text, Defence):
         return text
-    if isinstance(text, (str, os.PathLike)) and (Path(text) / "detector.json").is_file():
+    if _is_saved_detector(text):
         return _load_fitted(Path(text))
     from .transforms import TRANSFORMS, parse as parse_transform
 
@@ -152,6 +152,15 @@ def parse_defence(text: Any) -> Defence:
         return Defence(_canonical(base, values), "monitor", base, values)
     known = sorted(TRANSFORMS) + list(CAPS) + list(DETECTORS) + list(MONITORS)
     raise DeepslothError(f"unknown defence {base!r}; choose from {', '.join(known)} (docs/defences.md)")
+
+
+def _is_saved_detector(text: Any) -> bool:
+    if not isinstance(text, (str, os.PathLike)):
+        return False
+    try:
+        return (Path(text) / "detector.json").is_file()
+    except (OSError, ValueError):   # not a path this system can name: a defence name, or nothing
+        return False
 
 
 def _load_fitted(directory: Path) -> Defence:
