@@ -152,14 +152,15 @@ class Context:
         if self.calib_n == self.n and self.label is None:
             images, labels, outs = self.test.images, self.test.labels, self.clean_outputs
         else:
-            source = self._full_test()
+            source = self.test_pool()
             images, labels, outs = source.images[:self.calib_n], source.labels[:self.calib_n], None
         thresholds, info = calibration_for(self.path, self.model, self.meta, images, labels, rads=self.rads,
                                            policy=self.policy, device=self.device, outputs=outs,
                                            batch_size=self.batch_size)
         self._cache["thresholds"], self._cache["calibration"] = thresholds, info
 
-    def _full_test(self) -> Dataset:
+    def test_pool(self) -> Dataset:
+        """The whole test split (the model's classes) the selected inputs come from."""
         return _class_subset(load_bundled("test") if self.data_kind == "bundled" else load_dataset(
             self.dataset, "test", self.data_root), self.meta)
 

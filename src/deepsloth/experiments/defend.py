@@ -104,7 +104,7 @@ def _clean_context(ctx: Context, n: int, start: int = 0, split: str = "train") -
     from ..data.selection import subset_dataset
     from ..exits.calibrate import data_sha256
 
-    pool = ctx.train_pool() if split == "train" else ctx._full_test()
+    pool = ctx.train_pool() if split == "train" else ctx.test_pool()
     if start + 1 > len(pool):
         raise DeepslothError(f"the {split} split has {len(pool)} images; this needs more than {start}")
     chosen = subset_dataset(pool, indices=torch.arange(start, min(start + n, len(pool))))
@@ -204,7 +204,7 @@ class DefenceStudy:
         sets detector thresholds and calibrates the stream monitor, the other measures their false alarms
         (and makes up the clean part of a monitor's attacked streams). Each half holds at least `window`."""
         ctx = self.ctx
-        rest = len(ctx._full_test()) - ctx.n
+        rest = len(ctx.test_pool()) - ctx.n
         if rest // 2 < window:
             raise DeepslothError(f"detectors and monitors are calibrated on the clean test images after the first "
                                  f"{ctx.n}, in two halves of at least {window}; the test split has {rest} of them")
