@@ -585,7 +585,7 @@ def _defence_cells(rec: Record, rad: str) -> List[str]:
         elif monitor is not None and side == "non_adaptive":
             cells.append(f"alarm {_dpct((monitor.get('sample') or {}).get('alarm_rate'))}")
         elif monitor is not None:
-            cells.append("below the false-alarm rate")
+            cells.append("no more alarms than clean traffic")
         else:
             cells.append("-")
     cells.append(_dpct((rec.get("pgd") or {}).get("final_accuracy")))
