@@ -95,23 +95,22 @@ def _clean(ctx: Context) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _clean_context(ctx: Context, n: int, start: int = 0, split: str = "train") -> Context:
-    """A context whose inputs are clean images `start` .. `start + n - 1` of `split` in stored order. Training
-    images: the first `n` are what detectors are fitted on, the next `n` the clean images their thresholds are
-    set on. Test images after the evaluated ones: the deployment's own clean traffic a stream monitor is
-    calibrated on (a model is more confident on its training images, so traffic of those reaches late exits
-    less often than the traffic it serves)."""
+def _clean_context(ctx: Context, pool, n: int, start: int = 0) -> Context:
+    """A context whose inputs are clean images `start` .. `start + n - 1` of `pool` (a split) in stored order.
+    Training images: the first `n` are what detectors are fitted on. Test images after the evaluated ones: the
+    deployment's own clean traffic detector thresholds and the stream monitor are set on (`DefenceStudy.traffic`;
+    a model is more confident on its training images than on the traffic it serves)."""
     from ..data.selection import subset_dataset
     from ..exits.calibrate import data_sha256
 
-    pool = ctx.train_pool() if split == "train" else ctx.test_pool()
     if start + 1 > len(pool):
-        raise DeepslothError(f"the {split} split has {len(pool)} images; this needs more than {start}")
+        raise DeepslothError(f"the {pool.split} split has {len(pool)} images; this needs more than {start}")
     chosen = subset_dataset(pool, indices=torch.arange(start, min(start + n, len(pool))))
     d = dataclasses.replace(ctx, test=chosen, _cache={k: v for k, v in ctx._cache.items() if k == "wsha"})
     which = f"the first {len(chosen)}" if start == 0 else f"the {len(chosen)} after the first {start}"
-    d._cache["data"] = {"dataset": ctx.dataset, "split": split, "kind": ctx.data_kind, "n": len(chosen),
-                        "selection": f"{which} {'training' if split == 'train' else split} images in stored order",
+    d._cache["data"] = {"dataset": ctx.dataset, "split": pool.split, "kind": ctx.data_kind, "n": len(chosen),
+                        "selection": f"{which} {'training' if pool.split == 'train' else pool.split} images in "
+                                     f"stored order",
                         "source": chosen.source, "sha256": data_sha256(chosen.images, chosen.labels)}
     d._cache["thresholds"], d._cache["calibration"] = ctx.thresholds, ctx.calibration
     return d
@@ -124,8 +123,9 @@ def _probe_context(ctx: Context, n: int) -> Context:
     return d
 
 
-def _exit_indices(ctx: Context, x: Optional[torch.Tensor], rad: str) -> torch.Tensor:
-    outs = ctx.clean_outputs if x is None else ctx.outputs(x, desc="forward")
+def _exit_indices(ctx: Context, rad: str, outputs=None) -> torch.Tensor:
+    """The exit each input leaves at, at budget `rad`: of `outputs` (default: the context's clean inputs')."""
+    outs = ctx.clean_outputs if outputs is None else outputs
     return ctx.policy.exit_index(outs, float(ctx.thresholds[rad]["threshold"]))
 
 
@@ -196,7 +196,7 @@ class DefenceStudy:
     @property
     def train_ctx(self) -> Context:
         if "train" not in self._cache:
-            self._cache["train"] = _clean_context(self.ctx, self.fit_n)
+            self._cache["train"] = _clean_context(self.ctx, self.ctx.train_pool(), self.fit_n)
         return self._cache["train"]
 
     def traffic(self, window: int = 1) -> Tuple[Context, Context]:
@@ -204,14 +204,18 @@ class DefenceStudy:
         sets detector thresholds and calibrates the stream monitor, the other measures their false alarms
         (and makes up the clean part of a monitor's attacked streams). Each half holds at least `window`."""
         ctx = self.ctx
-        rest = len(ctx.test_pool()) - ctx.n
-        if rest // 2 < window:
+        if "traffic" not in self._cache:
+            pool = ctx.test_pool()
+            half = (len(pool) - ctx.n) // 2
+            self._cache["traffic"] = None if half < 1 else (
+                _clean_context(ctx, pool, half, start=ctx.n),
+                _clean_context(ctx, pool, len(pool) - ctx.n - half, start=ctx.n + half))
+        halves = self._cache["traffic"]
+        if halves is None or halves[0].n < window:
+            rest = 0 if halves is None else halves[0].n + halves[1].n
             raise DeepslothError(f"detectors and monitors are calibrated on the clean test images after the first "
                                  f"{ctx.n}, in two halves of at least {window}; the test split has {rest} of them")
-        if "traffic" not in self._cache:
-            self._cache["traffic"] = (_clean_context(ctx, rest // 2, start=ctx.n, split="test"),
-                                      _clean_context(ctx, rest - rest // 2, start=ctx.n + rest // 2, split="test"))
-        return self._cache["traffic"]
+        return halves
 
     # -- one record
     def path(self, text: str) -> Path:
@@ -285,9 +289,6 @@ class DefenceStudy:
         train_adv = self.crafted(ATTACKS["sample"], ctx=tctx)
         on_input = defence.name == "input"
 
-        def scores(det, x: Optional[torch.Tensor], c: Context = ctx) -> torch.Tensor:
-            return detector_scores(c, det, x)
-
         if on_input:
             det = InputDetector(seed=self.seed)
             det.fit(tctx.clean, train_adv.inputs, seed=self.seed, device=ctx.device)
@@ -295,15 +296,15 @@ class DefenceStudy:
             det = ExitStatsDetector()
             det.fit(exit_logits(tctx, tctx.clean), exit_logits(tctx, train_adv.inputs), seed=self.seed)
         calib, watch = self.traffic()
-        clean_calib = scores(det, None, calib)
+        clean_calib = detector_scores(calib, det)
         for fpr in FPRS:
             det.calibrate(clean_calib, fpr)
         name = register(det)
         det.save(self.out / "detectors" / name.replace("@", "-"))
-        clean_watch = scores(det, None, watch)
+        clean_watch = detector_scores(watch, det)
 
         def detection(x: torch.Tensor) -> Dict[str, float]:
-            s = scores(det, x)
+            s = detector_scores(ctx, det, x)
             return {f"{f:g}": det.detection_rate(s, f) for f in FPRS}
 
         # the weight of the evasion term: searched on the first probe_n test images
@@ -311,7 +312,7 @@ class DefenceStudy:
         probe = _probe_context(ctx, self.probe_n)
         for w in DETECTOR_WEIGHTS:
             crafted = self.crafted(f"adaptive-{ATTACKS['sample']}", ctx=probe, defence=name, detector_weight=w)
-            rate = det.detection_rate(scores(det, crafted.inputs, probe), 0.05)
+            rate = det.detection_rate(detector_scores(probe, det, crafted.inputs), 0.05)
             search.append({"weight": w, "detection_at_0.05": rate})
             if rate <= 0.05:
                 weight = w
@@ -334,24 +335,26 @@ class DefenceStudy:
         from ..defences.detectors import StreamMonitor
         ctx, window = self.ctx, int(defence.params["window"])
         fit, watch = self.traffic(window)
+        non_adaptive = {k: _evaluate(ctx, base[k]) for k in ATTACKS}
+        attacked = {k: ctx.outputs(base[k].inputs, desc="forward") for k in ATTACKS}
         per_rad = {}
         for rad in (f"{r:g}" for r in ctx.rads):
             key = next(k for k in ctx.thresholds if float(k) == float(rad))
             mon = StreamMonitor(window=window)
-            mon.fit(_exit_indices(fit, None, key), ctx.num_exits, false_alarm_rate=MONITOR_RATE, seed=self.seed)
-            clean_idx = _exit_indices(watch, None, key)
+            mon.fit(_exit_indices(fit, key), ctx.num_exits, false_alarm_rate=MONITOR_RATE, seed=self.seed)
+            clean_idx = _exit_indices(watch, key)
             far = mon.false_alarm_rate(clean_idx, seed=self.seed + 1)
             row = {"late_from": mon.late_from, "threshold": mon.threshold, "false_alarm_rate": far}
             for k in ATTACKS:
-                adv_idx = _exit_indices(ctx, base[k].inputs, key)
+                adv_idx = _exit_indices(ctx, key, attacked[k])
                 # unnoticed: no more alarms than the clean traffic raises (at least the rate it was set for)
                 share = mon.max_undetected_share(clean_idx, adv_idx, max(MONITOR_RATE, far), seed=self.seed + 1)
-                full = _evaluate(ctx, base[k])["rad"][key]["efficacy_reduction"]
+                full = non_adaptive[k]["rad"][key]["efficacy_reduction"]
                 row[k] = {"alarm_rate": mon.detection(clean_idx, adv_idx, 1.0, seed=self.seed + 1),
                           "max_undetected_share": share,
                           "throttled_efficacy_reduction": None if full is None else share * full}
             per_rad[key] = row
-        attacks = {k: {"non_adaptive": _evaluate(ctx, base[k])} for k in ATTACKS}
+        attacks = {k: {"non_adaptive": non_adaptive[k]} for k in ATTACKS}
         return {"monitor": per_rad, "monitor_fit": fit.data_record(), "monitor_watch": watch.data_record(),
                 "clean": _clean(ctx), "attacks": attacks, "pgd": _evaluate(ctx, base["pgd"])}
 
